@@ -1,0 +1,1 @@
+"""mergecl benchmarking harness: configs, grid, result store, runner, metrics, tables and plots."""

@@ -1,0 +1,263 @@
+"""Registry of continual-learning benchmarks as Avalanche streams.
+
+Offline benchmarks (MNIST / Fashion-MNIST from ``bench.data``) are built from cached tensors:
+each experience's images are sub-sampled per class with the run's seed, then handed to
+Avalanche's ``tensors_benchmark`` so the strategy and plugins see ordinary Avalanche streams.
+The same tensors are kept beside the stream (``BuiltBenchmark.train_tensors``) so that the
+strategy can batch them without per-sample Python work (see ``bench/strategy.py``).
+
+Paper-scale benchmarks (``imagenet-r-10``, ``cifar100-10``, …) come from
+``bench.paper_datasets`` and load images lazily from the user's data root.
+
+The class order of every class-incremental stream is a seeded permutation and is recorded in
+the run record.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bench.config import ConfigError, RunConfig
+
+Scenario = Literal["class-incremental", "domain-incremental"]
+TensorPair = tuple[Tensor, Tensor]
+
+
+@dataclass
+class BuiltBenchmark:
+    """A benchmark instance for one run (one seed)."""
+
+    name: str
+    scenario: Scenario
+    n_classes: int
+    class_order: list[int]
+    classes_per_experience: list[list[int]]
+    train_stream: Any
+    test_stream: Any
+    train_tensors: list[TensorPair] | None = None
+    test_tensors: list[TensorPair] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.classes_per_experience)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    scenario: Scenario
+    description: str
+    datasets: tuple[str, ...]
+    default_experiences: int
+    build: Callable[[RunConfig], BuiltBenchmark]
+    offline: bool = True
+
+
+def _subsample_per_class(y: Tensor, per_class: int | None, generator: torch.Generator) -> Tensor:
+    """Indices of up to ``per_class`` examples of every class, chosen with ``generator``."""
+    if per_class is None:
+        return torch.arange(len(y))
+    chosen = []
+    for cls in torch.unique(y).tolist():
+        idx = torch.nonzero(y == cls).flatten()
+        perm = idx[torch.randperm(len(idx), generator=generator)]
+        chosen.append(perm[:per_class])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def _load_split(dataset: str, split: str, cfg: RunConfig) -> TensorPair:
+    from bench import data
+
+    root = data.resolve_root(dataset, cfg.data_root, download=cfg.download)
+    x, y = data.load_tensors(dataset, split, root, image_size=cfg.image_size, channels=1)
+    return x, y.long()
+
+
+def _avalanche_stream(train: list[TensorPair], test: list[TensorPair]) -> Any:
+    from avalanche.benchmarks.scenarios.deprecated.generators import tensors_benchmark
+
+    return tensors_benchmark(
+        train_tensors=[(x, y) for x, y in train],
+        test_tensors=[(x, y) for x, y in test],
+        task_labels=[0] * len(train),
+        complete_test_set_only=False,
+    )
+
+
+def class_order_for(n_classes: int, seed: int) -> list[int]:
+    return np.random.RandomState(seed).permutation(n_classes).tolist()
+
+
+def _class_incremental(
+    name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+    n_experiences: int, cfg: RunConfig, class_order: list[int] | None = None,
+) -> BuiltBenchmark:
+    n_classes = int(max(y_train.max(), y_test.max()).item()) + 1
+    if n_classes % n_experiences:
+        valid = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
+        raise ConfigError(
+            f"{name}: n_experiences={n_experiences} does not divide {n_classes} classes; accepted: {valid}"
+        )
+    order = class_order if class_order is not None else class_order_for(n_classes, cfg.seed)
+    per_exp = n_classes // n_experiences
+    groups = [sorted(order[i * per_exp:(i + 1) * per_exp]) for i in range(n_experiences)]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    keep_train = _subsample_per_class(y_train, cfg.train_per_class, gen)
+    keep_test = _subsample_per_class(y_test, cfg.test_per_class, gen)
+    x_train, y_train = x_train[keep_train], y_train[keep_train]
+    x_test, y_test = x_test[keep_test], y_test[keep_test]
+    train, test = [], []
+    for classes in groups:
+        cls = torch.tensor(classes)
+        tr = torch.isin(y_train, cls)
+        te = torch.isin(y_test, cls)
+        train.append((x_train[tr].contiguous(), y_train[tr].contiguous()))
+        test.append((x_test[te].contiguous(), y_test[te].contiguous()))
+    return BuiltBenchmark(
+        name=name, scenario="class-incremental", n_classes=n_classes, class_order=order,
+        classes_per_experience=groups, train_stream=None, test_stream=None,
+        train_tensors=train, test_tensors=test,
+    )
+
+
+def _finish(built: BuiltBenchmark) -> BuiltBenchmark:
+    scenario = _avalanche_stream(built.train_tensors or [], built.test_tensors or [])
+    built.train_stream = scenario.train_stream
+    built.test_stream = scenario.test_stream
+    return built
+
+
+def _split(dataset: str, name: str) -> Callable[[RunConfig], BuiltBenchmark]:
+    def build(cfg: RunConfig) -> BuiltBenchmark:
+        x_tr, y_tr = _load_split(dataset, "train", cfg)
+        x_te, y_te = _load_split(dataset, "test", cfg)
+        return _finish(_class_incremental(name, x_tr, y_tr, x_te, y_te, cfg.n_experiences or 5, cfg))
+
+    return build
+
+
+def _build_mnist_fmnist(cfg: RunConfig) -> BuiltBenchmark:
+    """MNIST (classes 0-9) then Fashion-MNIST (classes 10-19) as one 20-class stream."""
+    parts = {}
+    for split in ("train", "test"):
+        xm, ym = _load_split("mnist", split, cfg)
+        xf, yf = _load_split("fashion-mnist", split, cfg)
+        parts[split] = (torch.cat([xm, xf]), torch.cat([ym, yf + 10]))
+    n_exp = cfg.n_experiences or 2
+    if n_exp != 2:
+        raise ConfigError(f"mnist-fmnist has exactly 2 experiences (MNIST, Fashion-MNIST); got n_experiences={n_exp}")
+    rng = np.random.RandomState(cfg.seed)
+    order = rng.permutation(10).tolist() + (rng.permutation(10) + 10).tolist()
+    built = _class_incremental("mnist-fmnist", *parts["train"], *parts["test"], 2, cfg, class_order=order)
+    return _finish(built)
+
+
+def rotation_angles(n_experiences: int, step: float = 30.0) -> list[float]:
+    return [step * i for i in range(n_experiences)]
+
+
+def _rotate(x: Tensor, angle: float) -> Tensor:
+    from torchvision.transforms.functional import InterpolationMode, rotate
+
+    if angle == 0:
+        return x.clone()
+    return rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
+
+
+def _build_rotated_mnist(cfg: RunConfig) -> BuiltBenchmark:
+    """Domain-incremental: the same 10 digits under rotations 0°, 30°, 60°, … per experience.
+
+    Every experience draws its own per-class subset of the training set (seeded), so domains
+    do not share images.
+    """
+    n_exp = cfg.n_experiences or 5
+    x_tr, y_tr = _load_split("mnist", "train", cfg)
+    x_te, y_te = _load_split("mnist", "test", cfg)
+    angles = rotation_angles(n_exp)
+    train, test = [], []
+    for i, angle in enumerate(angles):
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
+        tr = _subsample_per_class(y_tr, cfg.train_per_class, gen)
+        te = _subsample_per_class(y_te, cfg.test_per_class, gen)
+        train.append((_rotate(x_tr[tr], angle).contiguous(), y_tr[tr].contiguous()))
+        test.append((_rotate(x_te[te], angle).contiguous(), y_te[te].contiguous()))
+    built = BuiltBenchmark(
+        name="rotated-mnist", scenario="domain-incremental", n_classes=10,
+        class_order=list(range(10)), classes_per_experience=[list(range(10))] * n_exp,
+        train_stream=None, test_stream=None, train_tensors=train, test_tensors=test,
+        info={"angles": angles},
+    )
+    return _finish(built)
+
+
+OFFLINE_BENCHMARKS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in [
+        BenchmarkSpec("split-mnist", "class-incremental", "MNIST, 5 experiences x 2 classes",
+                      ("mnist",), 5, _split("mnist", "split-mnist")),
+        BenchmarkSpec("split-fmnist", "class-incremental", "Fashion-MNIST, 5 experiences x 2 classes",
+                      ("fashion-mnist",), 5, _split("fashion-mnist", "split-fmnist")),
+        BenchmarkSpec("mnist-fmnist", "class-incremental",
+                      "MNIST then Fashion-MNIST as one 20-class stream, 2 experiences x 10 classes",
+                      ("mnist", "fashion-mnist"), 2, _build_mnist_fmnist),
+        BenchmarkSpec("rotated-mnist", "domain-incremental",
+                      "MNIST digits under rotations 0/30/60/90/120 degrees, 5 experiences",
+                      ("mnist",), 5, _build_rotated_mnist),
+    ]
+}
+
+_PAPER_NAME = re.compile(r"^(?P<dataset>[a-z0-9-]+?)-(?P<n>\d+)$")
+
+
+def _paper_spec(name: str) -> BenchmarkSpec | None:
+    try:
+        from bench.paper_datasets import PAPER_DATASETS, build_paper_benchmark
+    except ImportError:  # pragma: no cover - module always shipped
+        return None
+    match = _PAPER_NAME.match(name)
+    if not match or match["dataset"] not in PAPER_DATASETS:
+        return None
+    dataset, n_exp = match["dataset"], int(match["n"])
+
+    def build(cfg: RunConfig) -> BuiltBenchmark:
+        if not cfg.data_root:
+            raise ConfigError(f"benchmark {name!r} needs --data-root (or data_root=...) pointing at your copy")
+        paper = build_paper_benchmark(dataset, cfg.data_root, cfg.n_experiences or n_exp, cfg.seed,
+                                      image_size=cfg.image_size)
+        return BuiltBenchmark(
+            name=name, scenario="class-incremental", n_classes=paper.n_classes,
+            class_order=list(paper.class_order), classes_per_experience=paper.classes_per_experience,
+            train_stream=paper.benchmark.train_stream, test_stream=paper.benchmark.test_stream,
+        )
+
+    return BenchmarkSpec(name, "class-incremental", f"{dataset}, {n_exp} experiences (paper scale)",
+                         (dataset,), n_exp, build, offline=False)
+
+
+def paper_benchmark_names() -> list[str]:
+    try:
+        from bench.paper_datasets import PAPER_DATASETS
+    except ImportError:  # pragma: no cover
+        return []
+    return [f"{name}-N" for name in PAPER_DATASETS]
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    if name in OFFLINE_BENCHMARKS:
+        return OFFLINE_BENCHMARKS[name]
+    spec = _paper_spec(name)
+    if spec is not None:
+        return spec
+    accepted = sorted(OFFLINE_BENCHMARKS) + paper_benchmark_names()
+    raise ConfigError(f"unknown benchmark {name!r}; accepted: {', '.join(accepted)} (N = number of experiences)")
+
+
+def build_benchmark(cfg: RunConfig) -> BuiltBenchmark:
+    return get_benchmark(cfg.benchmark).build(cfg)

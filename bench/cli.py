@@ -1,0 +1,349 @@
+"""The ``mergecl`` command.
+
+    mergecl run --method M --benchmark B --seed S [--preset P] [--out DIR] [--set key=value ...]
+    mergecl leaderboard [--config FILE.yaml] [--preset P] [--out DIR] [--workers N] [--executor E]
+    mergecl table [--out DIR] [--paper pnm|magmax] [--format markdown|latex|csv]
+    mergecl plot [--out DIR]
+    mergecl methods | mergecl benchmarks | mergecl data prepare | mergecl new-method NAME
+
+Every input is validated before any training; refused input writes nothing and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench.config import ConfigError, deep_merge, default_grid, load_yaml, parse_grid, parse_overrides
+
+DEFAULT_OUT = "results"
+
+
+def _common_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None, help="quick | default | paper")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="result store directory (default: results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set lr=1e-3 --set params.epsilon=0.5")
+    parser.add_argument("--data-root", default=None, help="dataset root (else $MERGECL_DATA, then packaged data)")
+    parser.add_argument("--download", action="store_true", help="allow torchvision to download MNIST/FMNIST")
+    parser.add_argument("--plugins", action="append", default=[], metavar="FILE.py",
+                        help="register the MergeMethod subclasses defined in this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+
+
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs (local executor)")
+    parser.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
+    parser.add_argument("--address", default=None, help="Ray cluster address (e.g. auto)")
+    parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--time-min", type=int, default=None, help="SLURM time limit per run (minutes)")
+    parser.add_argument("--gpus-per-node", type=int, default=None)
+    parser.add_argument("--cpus-per-task", type=int, default=None)
+    parser.add_argument("--mem-gb", type=int, default=None)
+    parser.add_argument("--array-parallelism", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mergecl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one method on one benchmark and seed")
+    run.add_argument("--method", required=True)
+    run.add_argument("--benchmark", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--label", default=None, help="name of this variant in tables (default: method)")
+    _common_run_options(run)
+
+    board = sub.add_parser("leaderboard", help="run the missing runs of a grid, then write tables and plots")
+    board.add_argument("--config", default=None, help="grid YAML (default: the packaged leaderboard)")
+    _common_run_options(board)
+    _executor_options(board)
+    board.add_argument("--no-tables", action="store_true", help="only run; write no tables or plots")
+
+    table = sub.add_parser("table", help="tables from existing records")
+    table.add_argument("--out", default=DEFAULT_OUT)
+    table.add_argument("--paper", default=None, help="print a paper's table layout (pnm, magmax)")
+    table.add_argument("--mini", action="store_true", help="with --paper: the CPU mini edition")
+    table.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    table.add_argument("--benchmarks", nargs="*", default=None)
+
+    plot = sub.add_parser("plot", help="plots from existing records")
+    plot.add_argument("--out", default=DEFAULT_OUT)
+
+    sub.add_parser("methods", help="list registered methods").add_argument(
+        "--plugins", action="append", default=[], metavar="FILE.py")
+    sub.add_parser("benchmarks", help="list benchmarks and whether their data is present")
+
+    data = sub.add_parser("data", help="prepare offline datasets")
+    data.add_argument("action", choices=["prepare", "status"])
+    data.add_argument("--data-root", default=None)
+    data.add_argument("--download", action="store_true")
+
+    new = sub.add_parser("new-method", help="scaffold a method plugin and its test")
+    new.add_argument("name")
+    new.add_argument("--dir", default=".", help="where to write <name>.py and test_<name>.py")
+    return parser
+
+
+# ------------------------------------------------------------------------------ helpers
+def _load_plugins(paths: Sequence[str]) -> None:
+    from methods.registry import UnknownMethodError, load_plugin_file
+
+    for path in paths:
+        try:
+            load_plugin_file(path)
+        except UnknownMethodError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = parse_overrides(args.overrides)
+    if args.data_root:
+        overrides["data_root"] = args.data_root
+    if args.download:
+        overrides["download"] = True
+    return overrides
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+def _records(out: str) -> list[dict]:
+    from bench.store import ResultStore
+
+    return ResultStore(out).records()
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.config import resolve_run
+    from bench.runner import run_and_store, run_key, validate_run
+    from bench.store import ResultStore
+
+    _load_plugins(args.plugins)
+    cfg = resolve_run(args.method, args.benchmark, args.seed, args.preset or "default",
+                      _cli_overrides(args), label=args.label)
+    validate_run(cfg)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc=f"{cfg.label} / {cfg.benchmark} / seed {cfg.seed}", unit="exp", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    status = run_and_store(cfg, args.out, progress=progress, retry_failed=args.retry_failed)
+    if bar is not None:
+        bar.close()
+    record = ResultStore(args.out).read(run_key(cfg))
+    path = ResultStore(args.out).path(run_key(cfg))
+    if status == "locked":
+        print(f"another process is running this run ({path}); nothing done")
+        return 0
+    if record is None:
+        print(f"no record at {path}")
+        return 1
+    if record["status"] != "ok":
+        print(f"run failed: {record.get('error')} (record: {path})")
+        return 1
+    m = record["metrics"]
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
+    print(f"{'already done' if status == 'done' else 'done'}: {cfg.label} on {cfg.benchmark} seed {cfg.seed}: "
+          f"{shown} ({record['timings'].get('total_s')} s) -> {path}")
+    return 0
+
+
+def _grid_from_args(args: argparse.Namespace):
+    data = load_yaml(args.config) if args.config else default_grid()
+    return data, parse_grid(data)
+
+
+def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from bench.grid import expand_grid, validate_grid
+
+    _load_plugins(args.plugins)
+    raw, grid = _grid_from_args(args)
+    runs = expand_grid(grid, _cli_overrides(args), preset=args.preset)
+    validate_grid(runs)
+    _say(args, f"grid: {len(grid.methods)} methods x {len(grid.benchmarks)} benchmarks x "
+               f"{len(grid.seeds)} seeds = {len(runs)} runs, preset {args.preset or grid.preset}")
+    from bench.executors import execute
+
+    slurm = None
+    if args.executor == "slurm":
+        from bench.executors import SlurmOptions
+
+        options = {k: v for k, v in {
+            "partition": args.partition, "time_min": args.time_min, "gpus_per_node": args.gpus_per_node,
+            "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+            "array_parallelism": args.array_parallelism}.items() if v is not None}
+        slurm = SlurmOptions(**options)
+    started = time.perf_counter()
+    summary = execute(runs, args.out, executor=args.executor, workers=args.workers, quiet=args.quiet,
+                      ray_address=args.address, slurm=slurm, retry_failed=args.retry_failed)
+    wall = time.perf_counter() - started
+    _say(args, f"executed: {summary}")
+    if not args.no_tables:
+        command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
+        write_leaderboard_outputs(args.out, runs, grid, command, wall)
+    return 0
+
+
+def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wall_s: float) -> list[Path]:
+    """Tables (md, tex, csv), plots and the mini paper tables for the runs of this grid."""
+    from bench.plots import plot_all
+    from bench.runner import library_versions
+    from bench.tables import write_tables
+
+    wanted = {(c.benchmark, c.label, c.seed) for c in runs}
+    records = [r for r in _records(out) if (r.get("benchmark"), r.get("label"), r.get("seed")) in wanted]
+    versions = library_versions()
+    labels = [m.label for m in grid.methods]
+    total_run_s = sum((r.get("timings") or {}).get("total_s", 0) or 0 for r in records)
+    header = [
+        f"# {grid.title or 'mergecl leaderboard'}",
+        "",
+        f"Generated by `{command}` on {_dt.date.today().isoformat()} (git {records[0].get('git_rev') if records else '?'}).",
+        f"Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"Runs: {len(records)} records ({sum(r.get('status') == 'ok' for r in records)} ok); "
+        f"sum of run times {total_run_s / 60:.1f} min; this invocation's wall time {wall_s / 60:.1f} min.",
+        "Cells: mean ± std over seeds (n), in percent; best continual method per column in bold.",
+    ]
+    out_path = Path(out)
+    paths = write_tables(records, out_path, stem="leaderboard", header_lines=header,
+                         benchmarks=grid.benchmarks, method_order=labels)
+    paths += plot_all(records, out_path / "plots")
+    try:
+        from bench.paper import mini_table, ordering_report
+        from bench.store import atomic_write_text
+
+        for paper in ("pnm", "magmax"):
+            lines = [f"# CPU mini edition of the {paper} paper table", "",
+                     f"Generated by `{command}` from the records in `{out}`.", "",
+                     mini_table(paper, records, fmt="markdown"), "", "## Orderings of the paper, measured here", ""]
+            lines += [f"- {line}" for line in ordering_report(paper, records)]
+            target = out_path / "paper" / f"{paper}-mini.md"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, "\n".join(lines) + "\n")
+            paths.append(target)
+    except ImportError:  # pragma: no cover
+        pass
+    return paths
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    records = _records(args.out)
+    if args.paper:
+        from bench.paper import mini_table, paper_table
+
+        fmt = "markdown" if args.format == "csv" else args.format
+        try:
+            text = mini_table(args.paper, records, fmt=fmt) if args.mini else paper_table(args.paper, records, fmt=fmt)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        print(text)
+        return 0
+    from bench.tables import leaderboard_frame, render
+
+    if not records:
+        print(f"no records under {args.out!r}; run `mergecl leaderboard` or `mergecl run` first")
+        return 1
+    print(render(leaderboard_frame(records, benchmarks=args.benchmarks), args.format))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from bench.plots import plot_all
+
+    for path in plot_all(_records(args.out), Path(args.out) / "plots"):
+        print(path)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from methods.registry import available, get_method
+
+    _load_plugins(args.plugins)
+    rows = []
+    for name in available():
+        cls = get_method(name)
+        hyper = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items()) or "—"
+        rows.append([name, cls.paper, "/".join(cls.parameterisations), hyper])
+    print(tabulate(rows, headers=["method", "paper", "parameterisations", "hyper-parameters (defaults)"],
+                   tablefmt="github"))
+    return 0
+
+
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench import data
+    from bench.benchmarks import OFFLINE_BENCHMARKS, paper_benchmark_names
+
+    status = {s["name"]: s for s in data.dataset_status()}
+    rows = []
+    for spec in OFFLINE_BENCHMARKS.values():
+        present = all(status.get(d, {}).get("available") for d in spec.datasets)
+        rows.append([spec.name, spec.scenario, spec.description, ", ".join(spec.datasets),
+                     "yes" if present else "missing: " + "; ".join(
+                         str(status.get(d, {}).get("how", "")) for d in spec.datasets if not status.get(d, {}).get("available"))])
+    for name in paper_benchmark_names():
+        rows.append([name, "class-incremental", "paper scale", name[:-2], "needs --data-root"])
+    print(tabulate(rows, headers=["benchmark", "scenario", "description", "datasets", "data present"],
+                   tablefmt="github"))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench import data
+
+    if args.action == "status":
+        for row in data.dataset_status(data_root=args.data_root):
+            print(row)
+        return 0
+    report = data.prepare_all(data_root=args.data_root, download=args.download)
+    for name, info in report.items():
+        print(f"{name}: {info}")
+    return 0
+
+
+def cmd_new_method(args: argparse.Namespace) -> int:
+    from bench.scaffold import write_scaffold
+
+    for path in write_scaffold(args.name, Path(args.dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "leaderboard":
+            return cmd_leaderboard(args, argv)
+        handlers = {"table": cmd_table, "plot": cmd_plot, "methods": cmd_methods,
+                    "benchmarks": cmd_benchmarks, "data": cmd_data, "new-method": cmd_new_method}
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"mergecl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

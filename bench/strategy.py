@@ -1,0 +1,279 @@
+"""The Avalanche training strategy every run uses, and the accuracy-matrix collector.
+
+``MergeCLStrategy`` is Avalanche's ``SupervisedTemplate`` with what a fair comparison needs and
+nothing per-method:
+
+* a fresh optimiser per experience with two learning rates (backbone, head), optional cosine
+  schedule with warm-up and gradient clipping;
+* the training loss restricted to the current experience's logits (``loss_mask: current``),
+  to the classes seen so far (``seen``) or to none (``none``);
+* batches cut straight from the experience's tensors when the benchmark provides them
+  (offline benchmarks), instead of a per-sample Python data loader; Avalanche's loaders
+  otherwise;
+* a non-finite loss stops the run with :class:`NonFiniteLossError` naming the step;
+* ``train_seconds`` / ``train_steps`` count optimisation steps only (data loading excluded).
+
+``AccuracyCollector`` fills one row of the class-incremental and task-incremental accuracy
+matrices from the *same* forward passes of one evaluation over the test stream.
+"""
+
+from __future__ import annotations
+
+import math
+from time import perf_counter
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import Tensor, nn
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TensorBatches:
+    """Mini-batches ``[x, y, task_label]`` cut from in-memory tensors (seeded shuffle)."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool,
+                 generator: torch.Generator | None = None) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        n = len(self.y)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+            yield [xb, yb, torch.zeros(len(yb), dtype=torch.long)]
+
+
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class MergeCLStrategy(SupervisedTemplate):
+    """SupervisedTemplate with two-rate fresh optimisers, loss masking and fast tensor batches."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        parameter_groups: Callable[[], list[dict]],
+        config: Any,
+        classes_per_experience: Sequence[Sequence[int]],
+        n_classes: int,
+        train_tensors: Sequence[tuple[Tensor, Tensor]] | None = None,
+        test_tensors: Sequence[tuple[Tensor, Tensor]] | None = None,
+        plugins: Sequence[SupervisedPlugin] = (),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.config = config
+        self._parameter_groups = parameter_groups
+        placeholder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        super().__init__(
+            model=model,
+            optimizer=placeholder,
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=config.batch_size,
+            train_epochs=config.epochs,
+            eval_mb_size=config.eval_batch_size,
+            device=config.device,
+            plugins=list(plugins),
+            evaluator=EvaluationPlugin(loggers=[]),
+            eval_every=-1,
+        )
+        self.classes_per_experience = [list(c) for c in classes_per_experience]
+        self.n_classes = n_classes
+        self.train_tensors = list(train_tensors) if train_tensors is not None else None
+        self.test_tensors = list(test_tensors) if test_tensors is not None else None
+        self.generator = generator or torch.Generator().manual_seed(config.seed)
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.train_seconds = 0.0
+        self.train_steps = 0
+        self.experience_steps = 0
+        self._loss_offsets: Tensor | None = None
+
+    # ------------------------------------------------------------------ optimiser
+    def make_optimizer(self, **kwargs: Any) -> None:
+        cfg = self.config
+        groups = self._parameter_groups()
+        if cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.scheduler = None
+        if cfg.scheduler == "cosine":
+            steps = cfg.epochs * max(1, len(self.dataloader))
+            if cfg.max_steps_per_exp:
+                steps = min(steps, cfg.max_steps_per_exp)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, _cosine_with_warmup(steps, cfg.warmup_steps))
+
+    def check_model_and_optimizer(self, **kwargs: Any) -> None:
+        self.model = self.model_adaptation()
+        self.make_optimizer()
+
+    def optimizer_step(self) -> None:
+        if self.config.grad_clip:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    # ------------------------------------------------------------------ data
+    def _tensors_for(self, experience: Any) -> tuple[Tensor, Tensor] | None:
+        stream = getattr(getattr(experience, "origin_stream", None), "name", None)
+        index = int(experience.current_experience)
+        table = {"train": self.train_tensors, "test": self.test_tensors}.get(stream or "")
+        if table is None or index >= len(table):
+            return None
+        return table[index]
+
+    def make_train_dataloader(self, **kwargs: Any) -> None:
+        tensors = self._tensors_for(self.experience)
+        if tensors is None:
+            super().make_train_dataloader(**kwargs)
+            return
+        self.dataloader = TensorBatches(*tensors, batch_size=self.train_mb_size, shuffle=True,
+                                        generator=self.generator)
+
+    def make_eval_dataloader(self, **kwargs: Any) -> None:
+        tensors = self._tensors_for(self.experience)
+        if tensors is None:
+            super().make_eval_dataloader(**kwargs)
+            return
+        self.dataloader = TensorBatches(*tensors, batch_size=self.eval_mb_size, shuffle=False)
+
+    # ------------------------------------------------------------------ loss
+    def _loss_classes(self) -> list[int] | None:
+        mode = self.config.loss_mask
+        if mode == "none":
+            return None
+        index = int(self.experience.current_experience)
+        if mode == "current":
+            return self.classes_per_experience[index]
+        seen: set[int] = set()
+        for classes in self.classes_per_experience[: index + 1]:
+            seen.update(classes)
+        return sorted(seen)
+
+    def _before_training_exp(self, **kwargs: Any) -> None:
+        classes = self._loss_classes()
+        if classes is None or len(classes) == self.n_classes:
+            self._loss_offsets = None
+        else:
+            offsets = torch.full((self.n_classes,), float("-inf"), device=self.device)
+            offsets[classes] = 0.0
+            self._loss_offsets = offsets
+        self.experience_steps = 0
+        super()._before_training_exp(**kwargs)
+
+    def forward(self) -> Tensor:
+        x = self.mb_x
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def criterion(self) -> Tensor:
+        if not self.is_training:
+            return self._make_empty_loss()
+        logits = self.mb_output
+        if self._loss_offsets is not None:
+            logits = logits + self._loss_offsets
+        return self._criterion(logits, self.mb_y)
+
+    # ------------------------------------------------------------------ loop
+    def training_epoch(self, **kwargs: Any) -> None:
+        limit = self.config.max_steps_per_exp
+        for self.mbatch in self.dataloader:
+            if self._stop_training or (limit is not None and self.experience_steps >= limit):
+                break
+            self._unpack_minibatch()
+            started = perf_counter()
+            self._before_training_iteration(**kwargs)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss = self._make_empty_loss()
+            self._before_forward(**kwargs)
+            self.mb_output = self.forward()
+            self._after_forward(**kwargs)
+            self.loss += self.criterion()
+            self._before_backward(**kwargs)
+            if not torch.isfinite(self.loss).all():
+                raise NonFiniteLossError(
+                    f"training loss became {self.loss.item()} at step {self.train_steps + 1} "
+                    f"(experience {self.experience.current_experience})")
+            self.backward()
+            self._after_backward(**kwargs)
+            self._before_update(**kwargs)
+            self.optimizer_step()
+            self._after_update(**kwargs)
+            self._after_training_iteration(**kwargs)
+            self.train_seconds += perf_counter() - started
+            self.train_steps += 1
+            self.experience_steps += 1
+
+
+class AccuracyCollector(SupervisedPlugin):
+    """One row of the CIL and TIL accuracy matrices from the same evaluation forward passes.
+
+    CIL: argmax over the classes seen so far (task-agnostic). TIL: argmax restricted to the
+    evaluated experience's own classes. Domain-incremental streams have no TIL.
+    """
+
+    def __init__(self, classes_per_experience: Sequence[Sequence[int]], n_classes: int,
+                 task_incremental: bool) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.task_incremental = task_incremental
+        self.experience_masks = []
+        for classes in classes_per_experience:
+            mask = torch.zeros(n_classes, dtype=torch.bool)
+            mask[list(classes)] = True
+            self.experience_masks.append(mask)
+        self.seen = torch.ones(n_classes, dtype=torch.bool)
+        self._counts: dict[int, list[int]] = {}
+
+    def start_row(self, seen_classes: Sequence[int]) -> None:
+        self.seen = torch.zeros(self.n_classes, dtype=torch.bool)
+        self.seen[list(seen_classes)] = True
+        self._counts = {}
+
+    @torch.no_grad()
+    def after_eval_iteration(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
+        j = int(strategy.experience.current_experience)
+        logits = strategy.mb_output.detach().float()
+        y = strategy.mb_y
+        counts = self._counts.setdefault(j, [0, 0, 0])  # cil correct, til correct, total
+        cil = logits.masked_fill(~self.seen.to(logits.device), float("-inf")).argmax(1)
+        counts[0] += int((cil == y).sum())
+        if self.task_incremental:
+            til = logits.masked_fill(~self.experience_masks[j].to(logits.device), float("-inf")).argmax(1)
+            counts[1] += int((til == y).sum())
+        counts[2] += len(y)
+
+    def row(self, n_experiences: int) -> tuple[list[float], list[float] | None]:
+        missing = [j for j in range(n_experiences) if self._counts.get(j, [0, 0, 0])[2] == 0]
+        if missing:
+            raise RuntimeError(f"evaluation saw no samples of test experiences {missing}")
+        cil = [self._counts[j][0] / self._counts[j][2] for j in range(n_experiences)]
+        til = [self._counts[j][1] / self._counts[j][2] for j in range(n_experiences)] if self.task_incremental else None
+        return cil, til

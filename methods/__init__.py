@@ -1,0 +1,1 @@
+"""mergecl methods: a pure merging core (merging, fisher, gpm) under one Avalanche plugin per method."""

@@ -1,0 +1,106 @@
+"""Method registry: built-ins, the ``mergecl.methods`` entry-point group, and ``--plugins`` files.
+
+A third-party package registers a method by declaring, in its ``pyproject.toml``::
+
+    [project.entry-points."mergecl.methods"]
+    my-merge = "my_package.my_merge:MyMerge"
+
+and a one-file experiment is loaded with ``mergecl run --plugins path/to/file.py``: every
+:class:`~methods.base.MergeMethod` subclass with a ``name`` defined in that file is registered.
+Nothing else is ever imported: a config can only name registered methods.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from methods.base import MergeMethod
+
+ENTRY_POINT_GROUP = "mergecl.methods"
+
+BUILTINS: dict[str, str] = {
+    "seqft": "methods.seqft:SeqFT",
+    "joint": "methods.joint:Joint",
+    "avg": "methods.avg:ModelAveraging",
+    "coma": "methods.coma:CoMA",
+    "dare": "methods.dare:DareMerge",
+    "pnm": "methods.pnm:PerturbAndMerge",
+    "magmax": "methods.magmax:MagMax",
+    "ties": "methods.ties:TiesMerge",
+    "random-mix": "methods.random_mix:RandomMix",
+    "became": "methods.became:BECAME",
+    "trm": "methods.trm:TRM",
+    "ewc": "methods.ewc:EWC",
+    "lwf": "methods.lwf:LwF",
+}
+
+_extra: dict[str, type[MergeMethod]] = {}
+
+
+class UnknownMethodError(ValueError):
+    pass
+
+
+def _import(target: str) -> type[MergeMethod]:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, MergeMethod)):
+        raise TypeError(f"{target} is not a MergeMethod subclass")
+    return cls
+
+
+def _entry_points() -> dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def register(cls: type[MergeMethod]) -> type[MergeMethod]:
+    """Register a method class under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, MergeMethod)) or not cls.name:
+        raise TypeError(f"{cls!r} must be a MergeMethod subclass with a non-empty `name`")
+    _extra[cls.name] = cls
+    return cls
+
+
+def load_plugin_file(path: str | Path) -> list[str]:
+    """Import one Python file and register the MergeMethod subclasses it defines."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".py":
+        raise UnknownMethodError(f"--plugins {str(path)!r}: not a .py file")
+    module_name = f"mergecl_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UnknownMethodError(f"--plugins {str(path)!r}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    names = []
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, MergeMethod) and value.__module__ == module_name and value.name:
+            register(value)
+            names.append(value.name)
+    if not names:
+        raise UnknownMethodError(f"--plugins {str(path)!r} defines no MergeMethod subclass with a `name`")
+    return names
+
+
+def available() -> list[str]:
+    return sorted(set(BUILTINS) | set(_entry_points()) | set(_extra))
+
+
+def get_method(name: str) -> type[MergeMethod]:
+    if name in _extra:
+        return _extra[name]
+    if name in BUILTINS:
+        return _import(BUILTINS[name])
+    eps = _entry_points()
+    if name in eps:
+        cls = eps[name].load()  # type: ignore[attr-defined]
+        if not (isinstance(cls, type) and issubclass(cls, MergeMethod)):
+            raise UnknownMethodError(f"entry point {name!r} does not point at a MergeMethod subclass")
+        return cls
+    raise UnknownMethodError(f"unknown method {name!r}; accepted: {', '.join(available())}")
