@@ -305,9 +305,22 @@ class _Reporter:
 
     def __init__(self, summary: ExecutionSummary, out: Path, bar: Any, quiet: bool) -> None:
         self.summary, self.out, self.bar, self.quiet = summary, out, bar, quiet
+        self.locked: list[RunConfig] = []
+
+    def recheck_locked(self, retry_failed: bool) -> None:
+        """Runs that were locked by another process and have a record by now count as done."""
+        store = ResultStore(self.out)
+        for cfg in self.locked:
+            status = store.status(_key(cfg), config_hash(cfg.hashable()))
+            if status == "done" or (status == "failed" and not retry_failed):
+                self.summary.locked -= 1
+                self.summary.done += 1
+        self.locked = []
 
     def status(self, cfg: RunConfig, status: str) -> None:
         self.summary.count(status)
+        if status == "locked":
+            self.locked.append(cfg)
         self.bar.update(1)
         if status == "failed" and not self.quiet:
             record = ResultStore(self.out).read(_key(cfg)) or {}
@@ -363,6 +376,7 @@ def execute(
             else:
                 _execute_slurm(todo, out, workers, threads_per_run, retry_failed, run_function, reporter,
                                slurm or SlurmOptions())
+            reporter.recheck_locked(retry_failed)
     finally:
         bar.close()
         summary.wall_s = round(time.perf_counter() - t0, 3)

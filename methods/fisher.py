@@ -84,6 +84,8 @@ def _samples(batches: Iterable[Sequence[Tensor]], max_samples: int | None,
             raise ValueError(f"each batch must be an (x, y, ...) sequence, got "
                              f"{type(batch).__name__}")
         inputs, targets = batch[0], batch[1]
+        if not isinstance(targets, Tensor):
+            raise ValueError(f"labels must be a tensor, got {type(targets).__name__}")
         if targets.dim() != 1 or targets.shape[0] != inputs.shape[0]:
             raise ValueError(f"labels must have shape [{inputs.shape[0]}], "
                              f"got {tuple(targets.shape)}")

@@ -5,7 +5,8 @@ Methods and the equations implemented (notation of ``/work/shared/METHODS.md``: 
 Fisher, sums over k run over the merged entries):
 
 * Task arithmetic (Ilharco et al., ICLR 2023): ``θ = θ₀ + λ·τ`` — :func:`add_scaled`.
-* Model averaging / CoMA: ``θ̂_t = (1 − w)·θ̂_{t−1} + w·θ*_t`` — :func:`interpolate`, :func:`average`.
+* Model averaging / CoMA: ``θ̂_t = (1 − w)·θ̂_{t−1} + w·θ*_t`` — :func:`interpolate`,
+  :func:`average`.
 * MagMax (Marczak et al., ECCV 2024, arXiv 2407.06322): ``τ_MM,k = τ_{j,k}``,
   ``j = argmax_i |τ_{i,k}|`` with ties to the later task — :func:`max_magnitude` (list form),
   :func:`max_magnitude_fold_` / :class:`MaxMagnitudeAccumulator` (streaming, one running τ_MM).
@@ -386,7 +387,7 @@ def _clip_alpha(numerator: float, denominator: float) -> float:
 def pnm_alpha(prev: Mapping[str, Tensor], delta: Mapping[str, Tensor],
               optima: Sequence[Mapping[str, Tensor]], fishers: Sequence[Mapping[str, Tensor]],
               masks: Masks | None = None) -> float:
-    """P&M merge coefficient, stored-list form (the paper's; test oracle for :class:`PnMStatistics`).
+    """P&M merge coefficient in the paper's stored-list form (oracle for :class:`PnMStatistics`).
 
     α = −Σ_i Σ_k F_{i,k}(θ̂_{t−1,k} − θ*_{i,k})Δ_k / Σ_i Σ_k F_{i,k}Δ_k², over the masked
     entries of the entries each Fisher covers; clipped to [0, 1]; 1.0 if the denominator is 0.

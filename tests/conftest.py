@@ -64,3 +64,21 @@ def data_root(tmp_path_factory):
     if not status["mnist"]["ok"]:
         pytest.fail(status["mnist"]["error"])
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session prepares data into its own cache (never the user's)."""
+    cache = tmp_path_factory.mktemp("mergecl-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MERGECL_CACHE", str(cache))
+        mp.delenv("MERGECL_DATA", raising=False)
+        yield cache
+
+
+def quick_run(method: str, benchmark: str = "split-mnist", seed: int = 0, **overrides):
+    """Run one quick-preset run in-process and return its record."""
+    from bench.config import resolve_run
+    from bench.runner import run_one
+
+    return run_one(resolve_run(method, benchmark, seed, "quick", overrides))

@@ -232,7 +232,7 @@ def test_lora_layer_output_preserved_with_A_started_off_the_memory():
     before = model(old_inputs).detach()
     torch.testing.assert_close(before, model.fc.base_layer(old_inputs), atol=1e-5, rtol=0)
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    for step in range(3):  # both A and B train; Adam's steps are not the projected gradient
+    for _ in range(3):  # both A and B train; Adam's steps are not the projected gradient
         optimiser.zero_grad()
         model(torch.randn(5, 8)).square().sum().backward()
         projector.project_(model)

@@ -1,0 +1,296 @@
+"""Tests of bench.executors: the store decides what is missing; every executor runs exactly that.
+
+Most tests use the fake run function of ``fake_runs.py`` (passed as ``run_function`` so that
+spawned, Ray and submitit workers use it too). One real end-to-end test per executor runs the
+``quick`` preset when the real path works, and is skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import executors
+from bench.config import ConfigError, RunConfig
+from bench.executors import ExecutionSummary, SlurmOptions, execute, missing_runs, plan_local
+from bench.store import ResultStore, RunKey, config_hash
+from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------- helpers
+def grid(methods: list[str], seeds: list[int], log: Path | None = None, **params: Any) -> list[RunConfig]:
+    extra = {"log": str(log)} if log else {}
+    return [RunConfig(method=m, benchmark="toy", seed=s, params={**params, **extra})
+            for m in methods for s in seeds]
+
+
+def executions(log: Path, event: str = "start") -> Counter:
+    if not log.exists():
+        return Counter()
+    return Counter(line.split()[1] for line in log.read_text().splitlines() if line.split()[0] == event)
+
+
+def key_name(cfg: RunConfig) -> str:
+    return f"{cfg.benchmark}/{cfg.label}/seed{cfg.seed}"
+
+
+def assert_records(out: Path, cfgs: list[RunConfig]) -> list[dict]:
+    store = ResultStore(out)
+    records = []
+    for cfg in cfgs:
+        path = store.path(RunKey(cfg.benchmark, cfg.label, cfg.seed))
+        record = json.loads(path.read_text())
+        assert record["status"] == "ok"
+        assert record["config_hash"] == config_hash(cfg.hashable())
+        records.append(record)
+    assert missing_runs(cfgs, out) == []
+    return records
+
+
+@pytest.fixture
+def worker_env(monkeypatch):
+    """Workers started by Ray or submitit import ``bench`` from the repository."""
+    parts = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in parts if p))
+    monkeypatch.chdir(REPO)
+
+
+def check_executor_runs_exactly_the_missing(tmp_path: Path, executor: str, **options: Any) -> ExecutionSummary:
+    """Pre-fill part of a 3-run grid in-process, then let ``executor`` do the rest."""
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    cfgs = grid(["fake-a"], [0, 1, 2], log=log)
+    first = execute(cfgs[:1], out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert (first.ok, first.done) == (1, 0)
+    expected = missing_runs(cfgs, out)
+    assert [c.seed for c in expected] == [1, 2]
+
+    summary = execute(cfgs, out, executor=executor, quiet=True, run_function=FAKE_RUN, **options)
+    assert summary.submitted == 2 and summary.ok == 2 and summary.done == 1, summary
+    assert summary.complete and not summary.errors
+    assert executions(log) == Counter({key_name(c): 1 for c in cfgs})  # nothing twice
+    records = assert_records(out, cfgs)
+    assert {r["host"]["pid"] for r in records[1:]}.isdisjoint({os.getpid()})  # ran in workers
+
+    again = execute(cfgs, out, executor=executor, quiet=True, run_function=FAKE_RUN, **options)
+    assert (again.submitted, again.done, again.ok) == (0, 3, 0)
+    assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
+    return summary
+
+
+# ---------------------------------------------------------------------------- missing_runs
+def test_missing_runs_follows_the_store(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cfgs = grid(["a", "b"], [0, 1])
+    assert missing_runs(cfgs, out) == cfgs
+    store = ResultStore(out)
+    store.write(minimal_record(cfgs[0], "t"))                                   # done
+    store.write({**minimal_record(cfgs[1], "t"), "status": "failed", "error": "x"})  # failed
+    store.write({**minimal_record(cfgs[2], "t"), "config_hash": "0" * 16})       # stale
+    assert missing_runs(cfgs, out) == cfgs[2:]
+    assert missing_runs(cfgs, out, retry_failed=True) == cfgs[1:]
+    assert missing_runs(cfgs + cfgs, out) == cfgs[2:]  # duplicates once, input order
+    assert missing_runs([cfgs[3]] + cfgs, out) == [cfgs[3], cfgs[2]]
+    # threads is excluded from the config hash: a thread change does not redo a run
+    assert missing_runs([cfgs[0].model_copy(update={"threads": 7})], out) == []
+
+
+def test_missing_runs_refuses_two_configs_for_one_record(tmp_path: Path) -> None:
+    one = RunConfig(method="a", benchmark="toy", seed=0, lr=1e-3)
+    other = RunConfig(method="a", benchmark="toy", seed=0, lr=2e-3)
+    with pytest.raises(ConfigError, match="distinct labels"):
+        missing_runs([one, other], tmp_path)
+
+
+def test_plan_local_never_oversubscribes() -> None:
+    assert plan_local(4, cpus=2) == (2, 1)
+    assert plan_local(1, cpus=8) == (1, 8)
+    assert plan_local(3, cpus=8) == (3, 2)
+    assert plan_local(10, threads_per_run=4, cpus=8) == (2, 4)
+    assert plan_local(10, workers=1, cpus=8) == (1, 8)
+    with pytest.raises(ConfigError, match="exceeds the 2 usable CPU cores"):
+        plan_local(4, workers=2, threads_per_run=2, cpus=2)
+    with pytest.raises(ConfigError, match="--workers"):
+        plan_local(4, workers=0, cpus=2)
+    with pytest.raises(ConfigError, match="--threads-per-run"):
+        plan_local(4, threads_per_run=0, cpus=2)
+
+
+# ---------------------------------------------------------------------------- local executor
+def test_local_in_process_with_monkeypatched_run_one(tmp_path: Path, monkeypatch) -> None:
+    import bench.runner
+
+    calls: list[str] = []
+
+    def run_one(cfg: RunConfig, progress=None) -> dict:
+        calls.append(key_name(cfg))
+        if progress:
+            progress(1, 1)
+        return minimal_record(cfg, "2024-01-01T00:00:00+00:00")
+
+    monkeypatch.setattr(bench.runner, "run_one", run_one)
+    out = tmp_path / "results"
+    cfgs = grid(["a", "b"], [0, 1])
+    summary = execute(cfgs, out, workers=1, quiet=True)
+    assert (summary.ok, summary.done, summary.submitted, summary.workers) == (4, 0, 4, 1)
+    assert sorted(calls) == sorted(key_name(c) for c in cfgs)
+    assert_records(out, cfgs)
+    again = execute(cfgs, out, workers=1, quiet=True)
+    assert (again.ok, again.done, again.submitted) == (0, 4, 0) and again.complete
+    assert len(calls) == 4
+
+
+def test_local_pool_2x2_grid_then_rerun_skips_done(tmp_path: Path) -> None:
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    cfgs = grid(["a", "b"], [0, 1], log=log)
+    summary = execute(cfgs, out, workers=2, threads_per_run=1, quiet=True, run_function=FAKE_RUN)
+    assert (summary.ok, summary.failed, summary.done, summary.workers, summary.threads_per_run) == (4, 0, 0, 2, 1)
+    records = assert_records(out, cfgs)
+    assert all(r["host"]["threads"] == 1 for r in records)
+    assert os.getpid() not in {r["host"]["pid"] for r in records}  # spawned workers did the work
+    assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
+
+    started = {key_name(c): r["started_at"] for c, r in zip(cfgs, records)}
+    again = execute(cfgs, out, workers=2, quiet=True, run_function=FAKE_RUN)
+    assert (again.ok, again.done, again.submitted) == (0, 4, 0)
+    assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
+    assert {key_name(c): r["started_at"] for c, r in zip(cfgs, assert_records(out, cfgs))} == started
+
+
+def test_failed_runs_are_recorded_and_retried_only_on_request(tmp_path: Path) -> None:
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    cfgs = grid(["ok"], [0], log=log) + grid(["boom"], [0], log=log, fail="crash")
+    summary = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert (summary.ok, summary.failed) == (1, 1) and summary.complete
+    record = ResultStore(out).read(RunKey("toy", "boom", 0))
+    assert record["status"] == "failed" and "RuntimeError: fake run crashed" in record["error"]
+    assert execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN).done == 2
+    retried = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN, retry_failed=True)
+    assert (retried.failed, retried.done, retried.submitted) == (1, 1, 1)
+    assert executions(log)["toy/boom/seed0"] == 2 and executions(log)["toy/ok/seed0"] == 1
+
+
+def test_config_error_in_a_run_aborts_the_grid(tmp_path: Path) -> None:
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    cfgs = grid(["bad"], [0], log=log, fail="config") + grid(["later"], [0], log=log)
+    with pytest.raises(ConfigError, match="refuses its configuration"):
+        execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert "toy/later/seed0" not in executions(log)
+    assert ResultStore(out).records() == []  # a config error is not a failed run
+
+
+def test_bad_arguments_are_config_errors(tmp_path: Path, monkeypatch) -> None:
+    cfgs = grid(["a"], [0])
+    with pytest.raises(ConfigError, match="local, ray, slurm"):
+        execute(cfgs, tmp_path, executor="dask", quiet=True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="module:function"):
+        execute(cfgs, tmp_path, quiet=True, run_function="no_colon")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        execute(cfgs, tmp_path, quiet=True, run_function="bench.no_such_module:f")
+    with pytest.raises(ConfigError, match="time-min"):
+        execute(cfgs, tmp_path, executor="slurm", quiet=True, slurm=SlurmOptions(time_min=0))
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'mergecl\[ray\]'"):
+        execute(cfgs, tmp_path, executor="ray", quiet=True)
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(ConfigError, match=r"pip install 'mergecl\[slurm\]'"):
+        execute(cfgs, tmp_path, executor="slurm", quiet=True)
+    assert ResultStore(tmp_path).records() == []
+
+
+def test_slurm_without_sbatch_is_a_config_error(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="sbatch"):
+        execute(grid(["a"], [0]), tmp_path, executor="slurm", quiet=True, slurm=SlurmOptions(partition="p"))
+
+
+# ---------------------------------------------------------------------------- ray / submitit
+def test_ray_local_instance_runs_exactly_the_missing(tmp_path: Path, worker_env) -> None:
+    ray = pytest.importorskip("ray")
+    check_executor_runs_exactly_the_missing(tmp_path, "ray")
+    assert not ray.is_initialized()  # the instance started for the grid was shut down
+
+
+def test_ray_config_error_in_a_task_aborts_the_grid(tmp_path: Path, worker_env) -> None:
+    ray = pytest.importorskip("ray")
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    cfgs = grid(["bad"], [0], log=log, fail="config") + grid(["later"], [0, 1], log=log, sleep_s=2)
+    with pytest.raises(ConfigError, match="refuses its configuration"):
+        execute(cfgs, out, executor="ray", workers=1, quiet=True, run_function=FAKE_RUN)
+    assert not ray.is_initialized()
+    assert "toy/later/seed1" not in executions(log)  # queued behind the failing run: never started
+    assert ResultStore(out).records() == []
+
+
+def test_submitit_local_runs_exactly_the_missing(tmp_path: Path, worker_env) -> None:
+    pytest.importorskip("submitit")
+    summary = check_executor_runs_exactly_the_missing(
+        tmp_path, "slurm", slurm=SlurmOptions(cluster="local", time_min=5, cpus_per_task=1))
+    assert len(summary.job_ids) == 2
+    assert (tmp_path / "results" / "_submitit").is_dir()
+
+
+def test_submitit_without_waiting_leaves_the_store_to_tell(tmp_path: Path, worker_env) -> None:
+    pytest.importorskip("submitit")
+    out = tmp_path / "results"
+    cfgs = grid(["a"], [0])
+    summary = execute(cfgs, out, executor="slurm", quiet=True, run_function=FAKE_RUN,
+                      slurm=SlurmOptions(cluster="debug", wait=False))
+    assert (summary.pending, summary.submitted, summary.complete) == (1, 1, False)
+    # the debug cluster runs a job when its result is asked for; nothing is recorded before
+    assert missing_runs(cfgs, out) == cfgs
+
+
+# ---------------------------------------------------------------------------- real runs
+def _real_path(request) -> Path:
+    pytest.importorskip("timm")
+    data_root = request.getfixturevalue("data_root")
+    works, reason, _ = real_run_status(data_root)
+    if not works:
+        pytest.skip(reason)
+    return data_root
+
+
+def _real_grid(data_root: Path) -> list[RunConfig]:
+    return [quick_config(data_root, seed) for seed in (0, 1)]
+
+
+def _check_real(out: Path, cfgs: list[RunConfig], summary: ExecutionSummary) -> None:
+    assert (summary.ok, summary.failed, summary.errors) == (2, 0, [])
+    for record in assert_records(out, cfgs):
+        n = len(record["acc_matrix"])
+        assert n >= 2 and all(len(row) == n for row in record["acc_matrix"])
+        assert all(0.0 <= a <= 1.0 for row in record["acc_matrix"] for a in row)
+
+
+@pytest.mark.e2e
+def test_real_quick_runs_local_pool(tmp_path: Path, request) -> None:
+    data_root = _real_path(request)
+    cfgs, out = _real_grid(data_root), tmp_path / "results"
+    _check_real(out, cfgs, execute(cfgs, out, workers=2, threads_per_run=1, quiet=True))
+
+
+@pytest.mark.e2e
+def test_real_quick_runs_ray(tmp_path: Path, request, worker_env) -> None:
+    pytest.importorskip("ray")
+    data_root = _real_path(request)
+    cfgs, out = _real_grid(data_root), tmp_path / "results"
+    _check_real(out, cfgs, execute(cfgs, out, executor="ray", threads_per_run=1, quiet=True))
+
+
+@pytest.mark.e2e
+def test_real_quick_runs_submitit(tmp_path: Path, request, worker_env) -> None:
+    pytest.importorskip("submitit")
+    data_root = _real_path(request)
+    cfgs, out = _real_grid(data_root), tmp_path / "results"
+    summary = execute(cfgs, out, executor="slurm", quiet=True,
+                      slurm=SlurmOptions(cluster="local", time_min=10, cpus_per_task=1))
+    _check_real(out, cfgs, summary)

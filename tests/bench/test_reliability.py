@@ -1,0 +1,300 @@
+"""Reliability: kill-and-resume, concurrent writers, non-finite losses, config fuzzing,
+validation messages and determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.config import GRID_KEYS, RUN_FIELDS, ConfigError, GridConfig, RunConfig, load_yaml, parse_grid, \
+    parse_overrides, resolve_run
+from bench.executors import execute, missing_runs
+from bench.store import ResultStore, RunKey
+from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_run_status
+
+REPO = Path(__file__).resolve().parents[2]
+DEAD_PID = 2**22 + 4321  # above Linux's pid_max: no such process exists
+
+
+# ---------------------------------------------------------------------------- helpers
+GRID_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from bench.config import RunConfig
+    from bench.executors import execute
+
+    if __name__ == "__main__":
+        out, log, fake, workers, n, sleep_s = sys.argv[1:7]
+        cfgs = [RunConfig(method="slow", benchmark="toy", seed=s,
+                          params={"sleep_s": float(sleep_s), "log": log}) for s in range(int(n))]
+        summary = execute(cfgs, out, workers=int(workers), threads_per_run=1, quiet=True,
+                          run_function=fake)
+        print(json.dumps(summary.as_dict()))
+""")
+
+
+def slow_grid(log: Path, n: int, sleep_s: float) -> list[RunConfig]:
+    """The grid the script above builds (same params → same config hashes)."""
+    return [RunConfig(method="slow", benchmark="toy", seed=s, params={"sleep_s": sleep_s, "log": str(log)})
+            for s in range(n)]
+
+
+def start_grid(tmp_path: Path, out: Path, log: Path, workers: int, n: int, sleep_s: float) -> subprocess.Popen:
+    script = tmp_path / "grid_script.py"
+    script.write_text(GRID_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(out), str(log), FAKE_RUN, str(workers), str(n), str(sleep_s)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: a SIGKILL reaches pool workers too
+    )
+
+
+def events(log: Path, event: str) -> Counter:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return Counter(line.split()[1] for line in lines if line.split()[0] == event)
+
+
+def record_files(out: Path) -> list[Path]:
+    return sorted(out.glob("*/*/seed*.json"))
+
+
+def read_all_strictly(out: Path) -> list[dict]:
+    """Every record file parses (no corrupt or partial JSON), read through the store."""
+    for path in record_files(out):
+        json.loads(path.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return ResultStore(out).records()
+
+
+# ---------------------------------------------------------------------------- kill and resume
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "pool"])
+def test_sigkill_mid_grid_then_rerun_resumes(tmp_path: Path, workers: int) -> None:
+    out, log, n, sleep_s = tmp_path / "results", tmp_path / "executions.log", 4, 1.0
+    proc = start_grid(tmp_path, out, log, workers, n, sleep_s)
+    try:
+        deadline = time.monotonic() + 90
+        while not record_files(out):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no record appeared"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group we started, by its id
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    before = {r["seed"]: r for r in read_all_strictly(out)}
+    assert 1 <= len(before) < n and all(r["status"] == "ok" for r in before.values())
+    cfgs = slow_grid(log, n, sleep_s)
+    assert [c.seed for c in missing_runs(cfgs, out)] == [s for s in range(n) if s not in before]
+    store = ResultStore(out)
+    for cfg in cfgs:  # the kernel dropped the killed process's locks
+        lock = store.try_lock(RunKey("toy", "slow", cfg.seed))
+        assert lock is not None
+        lock.release()
+
+    # a partial temp file as left by a writer killed mid-write is never read as a record
+    host = socket.gethostname().replace(".", "_")
+    leftover = out / "toy" / "slow" / f".seed{n - 1}.json.{host}.{DEAD_PID}.deadbeef.tmp"
+    leftover.write_text('{"status": "ok", "config_ha')
+    assert [c.seed for c in missing_runs(cfgs, out)] == [s for s in range(n) if s not in before]
+
+    summary = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert (summary.done, summary.ok, summary.failed) == (len(before), n - len(before), 0)
+    after = {r["seed"]: r for r in read_all_strictly(out)}
+    assert sorted(after) == list(range(n)) and missing_runs(cfgs, out) == []
+    for seed, record in before.items():  # finished runs were not redone
+        assert after[seed]["started_at"] == record["started_at"]
+        assert events(log, "start")[f"toy/slow/seed{seed}"] == 1
+    assert all(count == 1 for count in events(log, "end").values()) and len(events(log, "end")) == n
+    assert not list(out.rglob("*.tmp"))  # the leftover was cleaned by the next write
+
+
+# ---------------------------------------------------------------------------- two writers
+def test_two_processes_on_one_grid_run_each_run_once(tmp_path: Path) -> None:
+    out, log, n, sleep_s = tmp_path / "results", tmp_path / "executions.log", 6, 0.4
+    first = start_grid(tmp_path, out, log, 1, n, sleep_s)
+    second = start_grid(tmp_path, out, log, 1, n, sleep_s)
+    summaries = []
+    for proc in (first, second):
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        summaries.append(json.loads(stdout.strip().splitlines()[-1]))
+
+    expected = Counter({f"toy/slow/seed{s}": 1 for s in range(n)})
+    assert events(log, "start") == expected and events(log, "end") == expected
+    assert sum(s["ok"] for s in summaries) == n
+    for s in summaries:
+        assert s["ok"] + s["done"] + s["locked"] == n and not s["errors"]
+    assert len(read_all_strictly(out)) == n
+    assert missing_runs(slow_grid(log, n, sleep_s), out) == []
+
+
+# ---------------------------------------------------------------------------- non-finite loss
+def test_nonfinite_loss_in_a_run_is_recorded_as_failed(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cfg = RunConfig(method="fake", benchmark="toy", seed=0, params={"fail": "nonfinite"})
+    summary = execute([cfg], out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert (summary.failed, summary.ok) == (1, 0)
+    record = ResultStore(out).read(RunKey("toy", "fake", 0))
+    assert record["status"] == "failed"
+    assert record["error"] == "NonFiniteLossError: training loss became nan at step 3 (experience 0)"
+    assert record["metrics"] is None and record["acc_matrix"] is None
+
+
+def test_nonfinite_loss_in_the_real_training_loop_names_the_step(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cfg = RunConfig(method="nan", benchmark="toy", seed=0, batch_size=16, epochs=1)
+    summary = execute([cfg], out, workers=1, quiet=True, run_function=NAN_RUN)
+    assert summary.failed == 1
+    record = ResultStore(out).read(RunKey("toy", "nan", 0))
+    assert record["status"] == "failed"
+    assert record["error"].startswith("NonFiniteLossError: training loss became nan at step 3")
+    assert "NonFiniteLossError" in record["traceback"]
+    # a failed run is not retried unless asked
+    assert execute([cfg], out, workers=1, quiet=True, run_function=NAN_RUN).done == 1
+
+
+# ---------------------------------------------------------------------------- config fuzzing
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+run_keys = st.sampled_from(RUN_FIELDS) | st.text(max_size=8)
+names = st.sampled_from(["seqft", "pnm", "split-mnist", "rotated-mnist"]) | st.text(max_size=10)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=names, benchmark=names, seed=st.integers(-5, 2**40),
+       preset=st.sampled_from(["quick", "default", "paper"]) | st.text(max_size=6),
+       overrides=st.dictionaries(run_keys, json_values, max_size=6), label=st.none() | st.text(max_size=8))
+def test_resolve_run_only_returns_or_raises_config_error(method, benchmark, seed, preset, overrides, label) -> None:
+    try:
+        cfg = resolve_run(method, benchmark, seed, preset, overrides=overrides, label=label)
+    except ConfigError:
+        return
+    assert isinstance(cfg, RunConfig)
+
+
+method_entries = names | st.dictionaries(st.sampled_from(["label", "method", "set"]) | st.text(max_size=5),
+                                         json_values, max_size=3)
+near_grids = st.fixed_dictionaries(
+    {"methods": st.lists(method_entries, max_size=3) | json_values,
+     "benchmarks": st.lists(names, max_size=3) | json_values,
+     "seeds": st.lists(st.integers(-2, 5), max_size=3) | json_values},
+    optional={"preset": json_values, "set": json_values, "title": json_values, "workers": json_values})
+any_grids = st.dictionaries(st.sampled_from(GRID_KEYS) | st.text(max_size=8), json_values, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=near_grids | any_grids)
+def test_parse_grid_only_returns_or_raises_config_error(data: dict[str, Any]) -> None:
+    try:
+        grid = parse_grid(data)
+    except ConfigError:
+        return
+    assert isinstance(grid, GridConfig) and grid.methods and grid.benchmarks and grid.seeds
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.text(max_size=12) | st.builds("{}={}".format, st.text(max_size=6), st.text(max_size=8)),
+                      max_size=4))
+def test_parse_overrides_only_returns_or_raises_config_error(pairs: list[str]) -> None:
+    try:
+        result = parse_overrides(pairs)
+    except ConfigError:
+        return
+    assert isinstance(result, dict)
+
+
+# ---------------------------------------------------------------------------- validation messages
+def test_unknown_key_names_the_accepted_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_run("seqft", "split-mnist", 0, "quick", overrides={"learning_rate": 1e-3})
+    assert "learning_rate" in str(info.value) and "accepted keys" in str(info.value)
+    assert "lr" in str(info.value).split("accepted keys:")[1]
+
+
+@pytest.mark.parametrize("override, field, bound", [
+    ({"epochs": -1}, "epochs", "greater than or equal to 1"),
+    ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+    ({"lr": 0.0}, "lr", "greater than 0"),
+    ({"lr": -1e-3}, "lr", "greater than 0"),
+    ({"head_lr": 0}, "head_lr", "greater than 0"),
+])
+def test_out_of_range_values_name_the_field_and_bound(override, field, bound) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_run("seqft", "split-mnist", 0, "quick", overrides=override)
+    message = str(info.value)
+    assert f"{field}:" in message and bound in message and repr(next(iter(override.values()))) in message
+
+
+def test_literal_fields_name_the_accepted_values() -> None:
+    with pytest.raises(ConfigError, match="'dense' is not accepted; expected 'full' or 'lora'"):
+        resolve_run("seqft", "split-mnist", 0, overrides={"parameterisation": "dense"})
+
+
+def test_unknown_preset_names_the_presets() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'fast'; accepted: default, paper, quick"):
+        resolve_run("seqft", "split-mnist", 0, preset="fast")
+
+
+def test_grid_with_unknown_key_names_the_accepted_keys() -> None:
+    with pytest.raises(ConfigError, match="unknown keys \\['method'\\]; accepted: methods, benchmarks"):
+        parse_grid({"method": ["seqft"], "benchmarks": ["split-mnist"], "seeds": [0]})
+
+
+def test_malformed_yaml_is_a_config_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("methods: [seqft, pnm\nseeds: {0: 1\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_yaml(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text(yaml.safe_dump(["seqft", "pnm"]))
+    with pytest.raises(ConfigError, match="must hold a mapping, not list"):
+        load_yaml(listing)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError):
+        load_yaml(binary)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "absent.yaml")
+    assert load_yaml(_write(tmp_path / "empty.yaml", "")) == {}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- determinism
+@pytest.mark.e2e
+def test_same_seed_and_config_give_the_same_accuracy_matrix(request) -> None:
+    pytest.importorskip("timm")
+    data_root = request.getfixturevalue("data_root")
+    works, reason, first = real_run_status(data_root)
+    if not works:
+        pytest.skip(reason)
+    from bench.runner import run_one
+
+    second = run_one(quick_config(data_root))
+    assert second["config_hash"] == first["config_hash"]
+    assert second["acc_matrix"] == first["acc_matrix"]
+    assert second["til_acc_matrix"] == first["til_acc_matrix"]
+    assert second["metrics"] == first["metrics"]

@@ -1,0 +1,76 @@
+"""Adding a method: built-ins, the `mergecl.methods` entry-point group, and --plugins files."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from methods.base import MergeMethod
+from methods.registry import BUILTINS, UnknownMethodError, available, get_method, load_plugin_file
+
+PLUGIN_SOURCE = textwrap.dedent('''
+    from methods import merging
+    from methods.base import MergeMethod, MethodParams
+
+
+    class HalfWay(MergeMethod):
+        name = "{name}"
+        paper = "test plugin"
+
+        def merge(self, strategy, trained, masks):
+            return merging.interpolate(self.start_state, trained, 0.5, masks=masks), {{"coefficient": 0.5}}
+''')
+
+
+def test_every_builtin_imports_and_is_a_merge_method():
+    for name in BUILTINS:
+        cls = get_method(name)
+        assert issubclass(cls, MergeMethod) and cls.name == name
+        assert cls.paper, name
+        assert cls.__module__.startswith("methods.") and (sys.modules[cls.__module__].__doc__ or "").strip()
+
+
+def test_unknown_method_names_the_accepted_ones():
+    with pytest.raises(UnknownMethodError, match="accepted: .*pnm"):
+        get_method("no-such-method")
+
+
+def test_plugin_file_registers_and_runs(tmp_path):
+    from bench.cli import main
+
+    path = tmp_path / "halfway.py"
+    path.write_text(PLUGIN_SOURCE.format(name="halfway-file"))
+    assert load_plugin_file(path) == ["halfway-file"]
+    assert "halfway-file" in available()
+    code = main(["run", "--plugins", str(path), "--method", "halfway-file", "--benchmark", "split-mnist",
+                 "--preset", "quick", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    assert (tmp_path / "out" / "split-mnist" / "halfway-file" / "seed0.json").is_file()
+
+
+def test_plugin_file_without_a_method_is_refused(tmp_path):
+    path = tmp_path / "empty.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(UnknownMethodError, match="defines no MergeMethod"):
+        load_plugin_file(path)
+
+
+@pytest.mark.e2e
+def test_entry_point_method_runs(tmp_path, monkeypatch):
+    """A third-party distribution registers a method without touching this repository."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "thirdparty_merge.py").write_text(PLUGIN_SOURCE.format(name="halfway-ep"))
+    dist = site / "thirdparty_merge-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-merge\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mergecl.methods]\nhalfway-ep = thirdparty_merge:HalfWay\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert "halfway-ep" in available()
+    from conftest import quick_run
+
+    record = quick_run("halfway-ep")
+    assert record["status"] == "ok"
+    assert [t["coefficient"] for t in record["diagnostics"]["per_task"]] == [0.5] * 5
