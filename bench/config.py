@@ -108,6 +108,14 @@ class RunConfig(BaseModel):
         data = self.model_dump(mode="json")
         for key in ("threads", "device", "data_root", "download", "preset", "label"):
             data.pop(key, None)
+        # hash the method's *resolved* hyper-parameters, so that spelling out a default does
+        # not make an identical run look different
+        try:
+            from methods.registry import get_method
+
+            data["params"] = get_method(self.method).Params(**self.params).model_dump(mode="json")
+        except Exception:  # unknown method / bad params: validation reports it elsewhere
+            pass
         return data
 
 

@@ -215,7 +215,7 @@ def plan_local(n_runs: int, workers: int | None = None, threads_per_run: int | N
         raise ConfigError(f"--threads-per-run must be an integer >= 1 (got {threads_per_run!r})")
     if workers is None:
         workers = cpus // threads_per_run if threads_per_run else cpus
-        workers = max(1, min(workers, n_runs))
+    workers = max(1, min(workers, n_runs))  # no idle workers
     if threads_per_run is None:
         threads_per_run = max(1, cpus // workers)
     if workers * threads_per_run > cpus:
@@ -297,7 +297,10 @@ def _describe(cfg: RunConfig) -> str:
 
 
 def _payload(cfg: RunConfig, out: Path, retry_failed: bool, run_function: str | None) -> Payload:
-    return (cfg.model_dump(mode="json"), str(out), bool(retry_failed), run_function)
+    data = cfg.model_dump(mode="json")
+    if data.get("data_root") and not os.path.isabs(data["data_root"]):  # not in the config hash
+        data["data_root"] = os.path.abspath(data["data_root"])
+    return (data, str(out), bool(retry_failed), run_function)
 
 
 class _Reporter:
@@ -357,7 +360,7 @@ def execute(
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # workers may start in another directory
     unique = _unique(cfgs)
     todo = missing_runs(unique, out, retry_failed=retry_failed)
     summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(todo))
@@ -439,11 +442,13 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
         raise ConfigError(f"--workers must be an integer >= 1 (got {workers!r})")
     started_here = False
     if not ray.is_initialized():
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet}
-        if address:
-            options["address"] = address
-        else:
-            options["num_cpus"] = available_cpus()
+        options: dict[str, Any]
+        if address:  # an existing cluster: its own settings apply
+            options = {"address": address}
+            if quiet and not address.startswith("ray://"):
+                options["log_to_driver"] = False
+        else:  # a local instance for this grid only
+            options = {"include_dashboard": False, "num_cpus": available_cpus(), "log_to_driver": not quiet}
         try:
             ray.init(**options)
         except ConnectionError as exc:
@@ -497,8 +502,8 @@ def _execute_slurm(todo: list[RunConfig], out: Path, workers: int | None, thread
         import submitit
     except ImportError:
         raise ConfigError(SUBMITIT_MISSING) from None
-    if options.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError("--executor slurm: `sbatch` not found; run this on a SLURM login node")
+    if options.cluster == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise ConfigError("--executor slurm: `sbatch`/`srun` not found; run this on a SLURM login node")
 
     summary = reporter.summary
     cpus = options.cpus_per_task or threads_per_run or 1
@@ -507,7 +512,10 @@ def _execute_slurm(todo: list[RunConfig], out: Path, workers: int | None, thread
     summary.workers, summary.threads_per_run = options.array_parallelism or workers, threads
 
     folder = out / "_submitit"
-    executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster)
+    except RuntimeError as exc:
+        raise ConfigError(f"--executor slurm: {exc}") from None
     parameters: dict[str, Any] = {
         "name": options.job_name,
         "timeout_min": options.time_min,

@@ -115,6 +115,7 @@ def test_plan_local_never_oversubscribes() -> None:
     assert plan_local(3, cpus=8) == (3, 2)
     assert plan_local(10, threads_per_run=4, cpus=8) == (2, 4)
     assert plan_local(10, workers=1, cpus=8) == (1, 8)
+    assert plan_local(1, workers=2, cpus=2) == (1, 2)  # one run left: one worker, all cores
     with pytest.raises(ConfigError, match="exceeds the 2 usable CPU cores"):
         plan_local(4, workers=2, threads_per_run=2, cpus=2)
     with pytest.raises(ConfigError, match="--workers"):
@@ -294,3 +295,32 @@ def test_real_quick_runs_submitit(tmp_path: Path, request, worker_env) -> None:
     summary = execute(cfgs, out, executor="slurm", quiet=True,
                       slurm=SlurmOptions(cluster="local", time_min=10, cpus_per_task=1))
     _check_real(out, cfgs, summary)
+
+
+def test_slurm_job_array_script_carries_the_options(tmp_path: Path, monkeypatch) -> None:
+    """The real SLURM path up to ``sbatch``, with a stand-in ``sbatch`` that records its input."""
+    pytest.importorskip("submitit")
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch-calls"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "Submitted batch job 4242"\n')
+    sbatch.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "results"
+    cfgs = grid(["a"], [0, 1, 2])
+    options = SlurmOptions(partition="gpu", time_min=45, gpus_per_node=1, cpus_per_task=4, mem_gb=16,
+                           array_parallelism=2, extra={"account": "abc"},
+                           setup=["source /shared/venv/bin/activate"], wait=False)
+    summary = execute(cfgs, out, executor="slurm", quiet=True, slurm=options)
+    assert summary.job_ids == ["4242_0", "4242_1", "4242_2"] and summary.pending == 3
+    assert summary.threads_per_run == 4
+    script = calls.read_text().split()[-1]
+    text = Path(script).read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=45", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB", "#SBATCH --array=0-2%2",
+                 "#SBATCH --account=abc", "source /shared/venv/bin/activate"):
+        assert line in text, (line, text)
+    assert str(out / "_submitit") in text
+    assert missing_runs(cfgs, out) == cfgs  # submitted is not done: the store still says missing
