@@ -197,7 +197,7 @@ _MAGMAX_BENCHMARKS = {
 
 _PNM_NOTES = (
     "The paper places LoRA (rank 10) on the attention key and value projections; timm fuses q, k, v in "
-    "one `qkv` Linear and bench/configs/paper/pnm.yaml targets `qkv`.",
+    "one `qkv` Linear; pnm.yaml targets `qkv` with lora_kv_only, which keeps the adapter's query rows at zero.",
     "DN*-5: the paper trains 5 epochs per task on DomainNet; pnm.yaml trains 10 on every benchmark "
     "(run domainnet-5 with --set epochs=5 to match). mergecl's domainnet-5 is class-incremental over "
     "all domains' images (bench/paper_datasets.py).",

@@ -20,6 +20,7 @@ matrices from the *same* forward passes of one evaluation over the test stream.
 from __future__ import annotations
 
 import math
+import warnings
 from time import perf_counter
 from typing import Any, Callable, Iterator, Sequence
 
@@ -88,6 +89,9 @@ class MergeCLStrategy(SupervisedTemplate):
         self.config = config
         self._parameter_groups = parameter_groups
         placeholder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        with warnings.catch_warnings():  # "no loggers": records are written by the runner
+            warnings.simplefilter("ignore", UserWarning)
+            evaluator = EvaluationPlugin(loggers=[])
         super().__init__(
             model=model,
             optimizer=placeholder,
@@ -97,7 +101,7 @@ class MergeCLStrategy(SupervisedTemplate):
             eval_mb_size=config.eval_batch_size,
             device=config.device,
             plugins=list(plugins),
-            evaluator=EvaluationPlugin(loggers=[]),
+            evaluator=evaluator,
             eval_every=-1,
         )
         self.classes_per_experience = [list(c) for c in classes_per_experience]

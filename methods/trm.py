@@ -317,7 +317,7 @@ class TRM(MergeMethod):
         active = p.w_align > 0 or use_consistency or p.w_responsiveness > 0
         if p.steps == 0 or not active:
             diagnostics.update(steps=0, coefficients=self._mean_coefficients(initial, labels),
-                               objective_s=round(perf_counter() - started, 4))
+                               optimise_s=round(perf_counter() - started, 4))
             return dict(trained), diagnostics
 
         # Fold a LoRA adapter into the base weights (B = 0): candidates go through the base names.
@@ -361,7 +361,7 @@ class TRM(MergeMethod):
             steps=p.steps,
             coefficients=self._mean_coefficients(initial + offsets.detach(), labels),
             objectives_before=before, objectives_after=after,
-            objective_s=round(perf_counter() - started, 4))
+            optimise_s=round(perf_counter() - started, 4))
         return merged, diagnostics
 
     def _consistency_classes(self) -> Tensor | None:

@@ -224,12 +224,9 @@ def test_ordering_report_pnm_follows_reported_inr10_order():
 
 # ------------------------------------------------------------------------------ configs
 
-RUN_FIELDS = {
-    "parameterisation", "backbone", "weights", "image_size", "head_init", "freeze_bn", "channels_last",
-    "lora_rank", "lora_alpha", "lora_targets", "epochs", "batch_size", "eval_batch_size", "lr", "head_lr",
-    "weight_decay", "optimizer", "scheduler", "warmup_steps", "grad_clip", "loss_mask", "head_rule",
-    "data_root", "params",
-}
+from bench.config import RunConfig  # noqa: E402
+
+RUN_FIELDS = set(RunConfig.model_fields)
 METHOD_NAMES = {"seqft", "joint", "avg", "coma", "dare", "pnm", "magmax", "ties", "random-mix", "became",
                 "trm", "ewc", "lwf"}
 
@@ -284,3 +281,14 @@ def test_magmax_config_is_the_paper_setup():
     assert methods["magmax"]["set"]["params"] == {"lam": 0.5, "variant": "sequential"}
     assert methods["avg-task-arith"] == {"label": "avg-task-arith", "method": "avg",
                                          "set": {"params": {"mode": "task-arithmetic"}}}
+
+
+@pytest.mark.parametrize("name", ["pnm", "magmax", "pnm-mini", "magmax-mini"])
+def test_paper_configs_expand_into_valid_runs(name):
+    """Every run of every paper grid resolves and validates (data presence aside)."""
+    from bench.config import parse_grid
+    from bench.grid import expand_grid, validate_grid
+
+    runs = expand_grid(parse_grid(_load(name)))
+    validate_grid(runs, check_data=False)
+    assert len(runs) == len(_load(name)["methods"]) * len(_load(name)["benchmarks"]) * 3
