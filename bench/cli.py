@@ -39,13 +39,15 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (local executor)")
+    parser.add_argument("--threads-per-run", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--no-wait", action="store_true", help="SLURM: return once the job array is submitted")
     parser.add_argument("--executor", default="local", choices=["local", "ray", "slurm"])
     parser.add_argument("--address", default=None, help="Ray cluster address (e.g. auto)")
     parser.add_argument("--partition", default=None, help="SLURM partition")
     parser.add_argument("--time-min", type=int, default=None, help="SLURM time limit per run (minutes)")
     parser.add_argument("--gpus-per-node", type=int, default=None)
     parser.add_argument("--cpus-per-task", type=int, default=None)
-    parser.add_argument("--mem-gb", type=int, default=None)
+    parser.add_argument("--mem-gb", type=float, default=None)
     parser.add_argument("--array-parallelism", type=int, default=None)
 
 
@@ -189,9 +191,10 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "partition": args.partition, "time_min": args.time_min, "gpus_per_node": args.gpus_per_node,
             "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
             "array_parallelism": args.array_parallelism}.items() if v is not None}
-        slurm = SlurmOptions(**options)
+        slurm = SlurmOptions(**options, wait=not args.no_wait)
     started = time.perf_counter()
-    summary = execute(runs, args.out, executor=args.executor, workers=args.workers, quiet=args.quiet,
+    summary = execute(runs, args.out, executor=args.executor, workers=args.workers,
+                      threads_per_run=args.threads_per_run, quiet=args.quiet,
                       ray_address=args.address, slurm=slurm, retry_failed=args.retry_failed)
     wall = time.perf_counter() - started
     _say(args, f"executed: {summary}")

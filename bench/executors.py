@@ -31,18 +31,19 @@ it works across processes where a monkeypatch would not. Leave it ``None`` for r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
-import hashlib
 import multiprocessing
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 from bench.config import ConfigError, RunConfig
 from bench.store import ResultStore, RunKey, config_hash
@@ -95,18 +96,29 @@ class SlurmOptions:
     def check(self) -> None:
         problems = []
         if self.cluster not in ("slurm", "local", "debug"):
-            problems.append(f"cluster {self.cluster!r} not accepted; expected slurm, local or debug")
+            problems.append(
+                f"cluster {self.cluster!r} not accepted; expected slurm, local or debug"
+            )
         if not isinstance(self.time_min, int) or self.time_min < 1:
-            problems.append(f"--time-min must be a positive number of minutes (got {self.time_min!r})")
+            problems.append(
+                f"--time-min must be a positive number of minutes (got {self.time_min!r})"
+            )
         if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
             problems.append(f"--gpus-per-node must be an integer >= 0 (got {self.gpus_per_node!r})")
-        if self.cpus_per_task is not None and (not isinstance(self.cpus_per_task, int) or self.cpus_per_task < 1):
+        if self.cpus_per_task is not None and (
+            not isinstance(self.cpus_per_task, int) or self.cpus_per_task < 1
+        ):
             problems.append(f"--cpus-per-task must be an integer >= 1 (got {self.cpus_per_task!r})")
-        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
+        if self.mem_gb is not None and not (
+            isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0
+        ):
             problems.append(f"--mem-gb must be a positive number (got {self.mem_gb!r})")
         if self.array_parallelism is not None and (
-                not isinstance(self.array_parallelism, int) or self.array_parallelism < 1):
-            problems.append(f"--array-parallelism must be an integer >= 1 (got {self.array_parallelism!r})")
+            not isinstance(self.array_parallelism, int) or self.array_parallelism < 1
+        ):
+            problems.append(
+                f"--array-parallelism must be an integer >= 1 (got {self.array_parallelism!r})"
+            )
         if not isinstance(self.extra, dict):
             problems.append(f"extra SLURM parameters must be a mapping (got {self.extra!r})")
         if problems:
@@ -151,8 +163,12 @@ class ExecutionSummary:
         return {**asdict(self), "complete": self.complete}
 
     def __str__(self) -> str:
-        parts = [f"{self.total} runs", f"{self.ok} ok", f"{self.failed} failed",
-                 f"{self.done} already done"]
+        parts = [
+            f"{self.total} runs",
+            f"{self.ok} ok",
+            f"{self.failed} failed",
+            f"{self.done} already done",
+        ]
         if self.locked:
             parts.append(f"{self.locked} running elsewhere")
         if self.pending:
@@ -178,15 +194,18 @@ def _unique(cfgs: Sequence[RunConfig]) -> list[RunConfig]:
         if key in seen:
             if seen[key] != digest:
                 raise ConfigError(
-                    f"two different configurations of {key.benchmark}/{key.label}/seed{key.seed} in one "
-                    "grid; give the variants distinct labels")
+                    f"two different configurations of {key.benchmark}/{key.label}/seed{key.seed} "
+                    "in one grid; give the variants distinct labels"
+                )
             continue
         seen[key] = digest
         unique.append(cfg)
     return unique
 
 
-def missing_runs(cfgs: Sequence[RunConfig], out: str | Path, retry_failed: bool = False) -> list[RunConfig]:
+def missing_runs(
+    cfgs: Sequence[RunConfig], out: str | Path, retry_failed: bool = False
+) -> list[RunConfig]:
     """The configs (in input order, duplicates once) whose record is missing or stale —
     or failed, with ``retry_failed``. The result store alone decides."""
     unique = _unique(cfgs)
@@ -205,13 +224,19 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def plan_local(n_runs: int, workers: int | None = None, threads_per_run: int | None = None,
-               cpus: int | None = None) -> tuple[int, int]:
-    """``(workers, threads_per_run)`` for ``n_runs`` runs on ``cpus`` cores, never oversubscribed."""
+def plan_local(
+    n_runs: int,
+    workers: int | None = None,
+    threads_per_run: int | None = None,
+    cpus: int | None = None,
+) -> tuple[int, int]:
+    """``(workers, threads_per_run)`` for ``n_runs`` runs on ``cpus`` cores; no oversubscription."""
     cpus = cpus or available_cpus()
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"--workers must be an integer >= 1 (got {workers!r})")
-    if threads_per_run is not None and (not isinstance(threads_per_run, int) or threads_per_run < 1):
+    if threads_per_run is not None and (
+        not isinstance(threads_per_run, int) or threads_per_run < 1
+    ):
         raise ConfigError(f"--threads-per-run must be an integer >= 1 (got {threads_per_run!r})")
     if workers is None:
         workers = cpus // threads_per_run if threads_per_run else cpus
@@ -220,8 +245,9 @@ def plan_local(n_runs: int, workers: int | None = None, threads_per_run: int | N
         threads_per_run = max(1, cpus // workers)
     if workers * threads_per_run > cpus:
         raise ConfigError(
-            f"--workers {workers} × --threads-per-run {threads_per_run} exceeds the {cpus} usable CPU cores; "
-            f"choose workers × threads ≤ {cpus}")
+            f"--workers {workers} × --threads-per-run {threads_per_run} exceeds the {cpus} "
+            f"usable CPU cores; choose workers × threads ≤ {cpus}"
+        )
     return workers, threads_per_run
 
 
@@ -230,7 +256,9 @@ def _load_callable(spec: str) -> Callable[..., dict[str, Any]]:
     """``"pkg.module:func"`` or ``"/path/file.py:func"`` → the function."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise ConfigError(f"run_function {spec!r} must look like 'module:function' or 'file.py:function'")
+        raise ConfigError(
+            f"run_function {spec!r} must look like 'module:function' or 'file.py:function'"
+        )
     try:
         if target.endswith(".py"):
             path = Path(target).resolve()
@@ -356,7 +384,9 @@ def execute(
     :class:`ConfigError` raised by a run still aborts the grid (queued runs are cancelled).
     """
     if executor not in EXECUTORS:
-        raise ConfigError(f"executor {executor!r} not accepted; expected one of {', '.join(EXECUTORS)}")
+        raise ConfigError(
+            f"executor {executor!r} not accepted; expected one of {', '.join(EXECUTORS)}"
+        )
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -366,19 +396,44 @@ def execute(
     summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(todo))
     if run_function is not None:
         _load_callable(run_function)  # fail here, not in every worker
-    bar = tqdm(total=len(unique), initial=summary.done, desc=f"runs ({executor})", unit="run",
-               disable=quiet or not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(unique),
+        initial=summary.done,
+        desc=f"runs ({executor})",
+        unit="run",
+        disable=quiet or not progress,
+        dynamic_ncols=True,
+    )
     reporter = _Reporter(summary, out, bar, quiet)
     try:
         if todo:
             if executor == "local":
-                _execute_local(todo, out, workers, threads_per_run, retry_failed, run_function, reporter)
+                _execute_local(
+                    todo, out, workers, threads_per_run, retry_failed, run_function, reporter
+                )
             elif executor == "ray":
-                _execute_ray(todo, out, workers, threads_per_run, retry_failed, run_function, reporter,
-                             ray_address, quiet)
+                _execute_ray(
+                    todo,
+                    out,
+                    workers,
+                    threads_per_run,
+                    retry_failed,
+                    run_function,
+                    reporter,
+                    ray_address,
+                    quiet,
+                )
             else:
-                _execute_slurm(todo, out, workers, threads_per_run, retry_failed, run_function, reporter,
-                               slurm or SlurmOptions())
+                _execute_slurm(
+                    todo,
+                    out,
+                    workers,
+                    threads_per_run,
+                    retry_failed,
+                    run_function,
+                    reporter,
+                    slurm or SlurmOptions(),
+                )
             reporter.recheck_locked(retry_failed)
     finally:
         bar.close()
@@ -386,8 +441,15 @@ def execute(
     return summary
 
 
-def _execute_local(todo: list[RunConfig], out: Path, workers: int | None, threads_per_run: int | None,
-                   retry_failed: bool, run_function: str | None, reporter: _Reporter) -> None:
+def _execute_local(
+    todo: list[RunConfig],
+    out: Path,
+    workers: int | None,
+    threads_per_run: int | None,
+    retry_failed: bool,
+    run_function: str | None,
+    reporter: _Reporter,
+) -> None:
     workers, threads = plan_local(len(todo), workers, threads_per_run)
     summary = reporter.summary
     summary.workers, summary.threads_per_run = workers, threads
@@ -396,6 +458,7 @@ def _execute_local(todo: list[RunConfig], out: Path, workers: int | None, thread
 
     if workers == 1:
         for cfg in todo:
+
             def step(done: int, total: int, _cfg: RunConfig = cfg) -> None:
                 reporter.bar.set_postfix_str(f"{_describe(_cfg)} experience {done}/{total}")
 
@@ -404,10 +467,13 @@ def _execute_local(todo: list[RunConfig], out: Path, workers: int | None, thread
         return
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_local_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(_run_payload, _payload(cfg, out, retry_failed, run_function)): cfg
-                   for cfg in todo}
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_local_worker, initargs=(threads,)
+    ) as pool:
+        futures = {
+            pool.submit(_run_payload, _payload(cfg, out, retry_failed, run_function)): cfg
+            for cfg in todo
+        }
         pending = set(futures)
         try:
             while pending:
@@ -427,9 +493,17 @@ def _execute_local(todo: list[RunConfig], out: Path, workers: int | None, thread
             raise
 
 
-def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_per_run: int | None,
-                 retry_failed: bool, run_function: str | None, reporter: _Reporter,
-                 address: str | None, quiet: bool) -> None:
+def _execute_ray(
+    todo: list[RunConfig],
+    out: Path,
+    workers: int | None,
+    threads_per_run: int | None,
+    retry_failed: bool,
+    run_function: str | None,
+    reporter: _Reporter,
+    address: str | None,
+    quiet: bool,
+) -> None:
     try:
         import ray
     except ImportError:
@@ -448,7 +522,11 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
             if quiet and not address.startswith("ray://"):
                 options["log_to_driver"] = False
         else:  # a local instance for this grid only
-            options = {"include_dashboard": False, "num_cpus": available_cpus(), "log_to_driver": not quiet}
+            options = {
+                "include_dashboard": False,
+                "num_cpus": available_cpus(),
+                "log_to_driver": not quiet,
+            }
         try:
             ray.init(**options)
         except ConnectionError as exc:
@@ -456,7 +534,9 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
         started_here = True
     try:
         if threads_per_run is None and not address and started_here:
-            _, threads_per_run = plan_local(len(todo), workers, None, int(ray.cluster_resources().get("CPU", 1)))
+            _, threads_per_run = plan_local(
+                len(todo), workers, None, int(ray.cluster_resources().get("CPU", 1))
+            )
         if threads_per_run is not None:
             todo = [cfg.model_copy(update={"threads": threads_per_run}) for cfg in todo]
         summary.workers, summary.threads_per_run = workers, threads_per_run
@@ -467,8 +547,9 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
 
         def submit(cfg: RunConfig) -> None:
             gpus = 1 if cfg.device.startswith("cuda") else 0
-            ref = task.options(num_cpus=cfg.threads, num_gpus=gpus, name=f"mergecl:{_describe(cfg)}") \
-                .remote(_payload(cfg, out, retry_failed, run_function))
+            ref = task.options(
+                num_cpus=cfg.threads, num_gpus=gpus, name=f"mergecl:{_describe(cfg)}"
+            ).remote(_payload(cfg, out, retry_failed, run_function))
             running[ref] = cfg
             summary.submitted += 1
 
@@ -485,7 +566,9 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
                     if isinstance(cause, ConfigError) or isinstance(exc, ConfigError):
                         for other in running:
                             ray.cancel(other)
-                        raise ConfigError(str(cause if isinstance(cause, ConfigError) else exc)) from None
+                        raise ConfigError(
+                            str(cause if isinstance(cause, ConfigError) else exc)
+                        ) from None
                     reporter.error(cfg, exc)
                 else:
                     reporter.status(cfg, status)
@@ -494,16 +577,27 @@ def _execute_ray(todo: list[RunConfig], out: Path, workers: int | None, threads_
             ray.shutdown()
 
 
-def _execute_slurm(todo: list[RunConfig], out: Path, workers: int | None, threads_per_run: int | None,
-                   retry_failed: bool, run_function: str | None, reporter: _Reporter,
-                   options: SlurmOptions) -> None:
+def _execute_slurm(
+    todo: list[RunConfig],
+    out: Path,
+    workers: int | None,
+    threads_per_run: int | None,
+    retry_failed: bool,
+    run_function: str | None,
+    reporter: _Reporter,
+    options: SlurmOptions,
+) -> None:
     options.check()
     try:
         import submitit
     except ImportError:
         raise ConfigError(SUBMITIT_MISSING) from None
-    if options.cluster == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
-        raise ConfigError("--executor slurm: `sbatch`/`srun` not found; run this on a SLURM login node")
+    if options.cluster == "slurm" and (
+        shutil.which("sbatch") is None or shutil.which("srun") is None
+    ):
+        raise ConfigError(
+            "--executor slurm: `sbatch`/`srun` not found; run this on a SLURM login node"
+        )
 
     summary = reporter.summary
     cpus = options.cpus_per_task or threads_per_run or 1
@@ -540,7 +634,7 @@ def _execute_slurm(todo: list[RunConfig], out: Path, workers: int | None, thread
     if not options.wait:
         summary.pending = len(jobs)
         return
-    for job, cfg in zip(jobs, todo):
+    for job, cfg in zip(jobs, todo, strict=True):
         try:
             status = job.result()
         except Exception as exc:  # FailedJobError / UncompletedJobError (killed, timed out)

@@ -58,7 +58,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict, keep_trained_where_unmasked
+from methods.base import MergeMethod, MethodParams, StateDict
 from methods.gpm import GradientProjector, project_gradient_
 
 # ------------------------------------------------------------------------------ pure helpers
@@ -152,6 +152,7 @@ class BECAME(MergeMethod):
         super().__init__(params, context)
         self.projector = GradientProjector()
         self.layers: list[str] = []
+        self._layer_modules: dict[str, nn.Module] = {}
         self.fisher_old: StateDict | None = None   # accumulated Fisher of tasks < t
         self.stable_fisher: StateDict | None = None  # F(θ_GP; task 0), for λ_0 only
         self.gp_state: StateDict | None = None
@@ -164,10 +165,6 @@ class BECAME(MergeMethod):
         self._before_step: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
-    def _modules(self) -> dict[str, nn.Module]:
-        available = dict(self.space.model.named_modules())
-        return {name: available[name] for name in self.layers}
-
     def _projecting(self) -> bool:
         return self.stage == "stable" and bool(self.projector.bases)
 
@@ -183,6 +180,8 @@ class BECAME(MergeMethod):
             self.layers = projectable_layers(self.space.model, self.space.names, self.space.head_names)
             if self.layers:
                 self.projector.register(self.space.model, self.layers)
+                available = dict(self.space.model.named_modules())
+                self._layer_modules = {name: available[name] for name in self.layers}
         config = self.ctx.config
         self.total_steps = planned_steps(strategy.train_epochs, len(strategy.dataloader),
                                          getattr(config, "max_steps_per_exp", None))
@@ -206,7 +205,7 @@ class BECAME(MergeMethod):
         if self._projecting() and self.params.project_update and self.space.kind == "full":
             bases = self.projector.bases
             self._before_step = {name: module.weight.detach().clone()
-                                 for name, module in self._modules().items() if name in bases}
+                                 for name, module in self._layer_modules.items() if name in bases}
 
     @torch.no_grad()
     def after_update(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
@@ -214,9 +213,9 @@ class BECAME(MergeMethod):
             if self.space.kind == "lora":
                 self.projector.project_lora_A_weights_(self.space.model)
             else:
-                bases, modules = self.projector.bases, self._modules()
+                bases = self.projector.bases
                 for name, before in self._before_step.items():
-                    project_step_(modules[name].weight, before, bases[name])
+                    project_step_(self._layer_modules[name].weight, before, bases[name])
             self._before_step = {}
         self.steps_done += 1
         if self.stage == "stable":
@@ -245,8 +244,7 @@ class BECAME(MergeMethod):
             fisher_new = self._fisher()
             lam = merging.became_lambda(delta, fisher_new, fisher_old, masks=masks)
             del fisher_new
-        merged = keep_trained_where_unmasked(merging.interpolate(gp, trained, lam, masks=masks),
-                                             trained, masks)
+        merged = merging.interpolate(gp, trained, lam, masks=masks)  # unmasked entries: θ̃
         # F(θ̂_t) and the subspace are taken at the merged model.
         self.space.load_effective_state(merged)
         if self.params.use_fisher:
@@ -264,6 +262,8 @@ class BECAME(MergeMethod):
             "plastic_steps": self.steps_done - self.stable_done,
             "basis_columns": int(sum(dims.values())),
             "projected_layers": len(self.layers),
+            "stats_mb": round((self.projector.nbytes + merging.state_nbytes(self.fisher_old or {}))
+                              / 2**20, 3),
             "threshold": round(threshold, 6),
             "fisher_s": round(self.fisher_seconds, 4),
             "gpm_s": round(perf_counter() - started, 4),

@@ -24,7 +24,9 @@ Implementation notes.
 * In the LoRA parameterisation the head is a dense trained parameter: it is perturbed by s·Δ
   like in full fine-tuning, the adapters through their output scale.
 * F_i uses the logits the training loss used (``loss_mask``), i.e. it approximates the loss
-  that task i was trained on.
+  that task i was trained on, and is estimated from ``fisher_samples`` (256) training samples
+  of the task — the paper does not state a sample count; α is a ratio of sums over millions of
+  entries, so the estimate's noise largely averages out.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class PnMParams(MethodParams):
     p_plus: float = Field(1 / 3, ge=0.0, le=1.0)
     p_minus: float = Field(1 / 3, ge=0.0, le=1.0)
     perturbation: Literal["task-vector", "gaussian", "none"] = "task-vector"
-    fisher_samples: int = Field(512, ge=1, description="training samples per Fisher estimate")
+    fisher_samples: int = Field(256, ge=1, description="training samples per Fisher estimate")
     fisher_labels: Literal["true", "model"] = "true"
     stats: Literal["constant", "list"] = "constant"
 

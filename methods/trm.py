@@ -9,7 +9,9 @@ Per task t (training starts from θ̂_{t-1}, the only stored model):
 
 * Trajectory. K checkpoints θ^{(1..K)} are kept along task t's training (default: the end of
   each epoch, K ≤ 5; with fewer than 2 epochs, 3 evenly spaced step checkpoints at 1/3, 2/3
-  and the end). The last is θ*_t. Directions d_j = θ^{(j)} − θ̂_{t-1}.
+  and the end; ``checkpoints: K`` gives K evenly spaced step checkpoints). The last is θ*_t.
+  Directions d_j = θ^{(j)} − θ̂_{t-1}. Only the K − 1 intermediate checkpoints are copied
+  during training; they are dropped in the merge.
 * Augmented subspace: the d_j plus (``use_magmax_direction``) their element-wise
   max-magnitude combination d_MM,k = d_{j,k}, j = argmax_j |d_{j,k}| (ties → later).
 * Candidate θ(c) = θ̂_{t-1} + Σ_j c_{g,j}·d_j, one coefficient vector c_g per group of
@@ -46,8 +48,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -158,7 +161,7 @@ def candidate_state(anchor: StateDict, directions: dict[str, Tensor], groups: di
     """
     out: StateDict = {}
     for name, stacked in directions.items():
-        weights = offsets[groups[name]].to(stacked.dtype)
+        weights = offsets[groups[name]].to(device=stacked.device, dtype=stacked.dtype)
         out[name] = anchor[name] + torch.tensordot(weights, stacked, dims=1)
     return out
 
@@ -176,6 +179,7 @@ def alignment_loss(logits: Tensor, targets: Tensor, class_mask: Tensor | None) -
 
 def consistency_loss(logits: Tensor, reference_logits: Tensor, classes: Tensor) -> Tensor:
     """KL(p_ref ‖ p) with both softmaxes over ``classes`` (long indices), batch mean."""
+    classes = classes.to(logits.device)
     log_p = torch.log_softmax(logits[:, classes], dim=1)
     log_ref = torch.log_softmax(reference_logits[:, classes].to(logits.dtype), dim=1)
     return F.kl_div(log_p, log_ref, log_target=True, reduction="batchmean")
@@ -227,6 +231,7 @@ class TRM(MergeMethod):
         self.checkpoints: list[StateDict] = []
         self.plan: list[int] = []
         self.steps_done = 0
+        self._old_classes: Tensor | None = None
 
     # ------------------------------------------------------------------ trajectory
     def on_task_start(self, strategy: Any) -> None:
@@ -251,7 +256,8 @@ class TRM(MergeMethod):
         for x, y in self.ctx.task_batches(self.task, self.params.samples, self.params.batch_size):
             xs.append(x)
             ys.append(y)
-        x, y = torch.cat(xs), torch.cat(ys)
+        device = next(iter(self.space.parameters_by_name().values())).device
+        x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
         held = min(self.params.batch_size, max(1, len(y) // 4)) if len(y) >= 2 else 0
         if held == 0:
             return x, y, x, y
@@ -295,7 +301,8 @@ class TRM(MergeMethod):
                     sums[key] = sums.get(key, 0.0) + float(value) * len(y[part]) / len(y)
         if self.params.w_responsiveness > 0:
             leaves = {n: v.detach().requires_grad_(True) for n, v in params.items()}
-            sums["responsiveness"] = float(self._responsiveness(forward, leaves, held_x, held_y, False))
+            value = self._responsiveness(forward, leaves, held_x, held_y, False)
+            sums["responsiveness"] = float(value.detach())
         return {key: round(value, 6) for key, value in sums.items()}
 
     # ------------------------------------------------------------------ merge
@@ -323,7 +330,10 @@ class TRM(MergeMethod):
         # Fold a LoRA adapter into the base weights (B = 0): candidates go through the base names.
         self.space.load_effective_state(trained)
         model = self.space.model
-        forward = lambda params, x: functional_call(model, params, (x,))  # noqa: E731
+
+        def forward(params: StateDict, x: Tensor) -> Tensor:
+            return functional_call(model, params, (x,))
+
         data = self._task_data()
         x, y, held_x, held_y = data
         references = None
@@ -341,7 +351,7 @@ class TRM(MergeMethod):
         for _ in range(p.steps):
             if cursor >= len(y):
                 order, cursor = torch.randperm(len(y), generator=self.ctx.generator), 0
-            index = order[cursor:cursor + p.batch_size]
+            index = order[cursor:cursor + p.batch_size].to(y.device)
             cursor += p.batch_size
             params = candidate_state(anchor, directions, groups, offsets)
             ref = references[index] if references is not None else None

