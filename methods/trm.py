@@ -42,6 +42,10 @@ Implementation notes.
 * The objective samples (``samples``) are split: the last quarter (at most ``batch_size``)
   is the held-out batch of the responsiveness term, the rest feeds alignment/consistency in
   shuffled mini-batches. The gradient norm is taken over all merged entries.
+* Cost: every coefficient step is a forward/backward of the network (``grad-norm`` adds a
+  double backward on the held-out batch). Measured on the quick preset (EfficientNet-Lite0,
+  32 px, 1 CPU thread): ≈0.3 s per step with ``grad-norm``, ≈0.13 s with ``entropy``; the
+  default 30 steps make the merge, not training, the dominant cost of a TRM run.
 """
 
 from __future__ import annotations
