@@ -223,7 +223,14 @@ def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wal
         f"Runs: {len(records)} records ({sum(r.get('status') == 'ok' for r in records)} ok); "
         f"sum of run times {total_run_s / 60:.1f} min; this invocation's wall time {wall_s / 60:.1f} min.",
         "Cells: mean ± std over seeds (n), in percent; best continual method per column in bold.",
+        "Protocol: README \"Default protocol\" and bench/configs/presets.yaml (preset "
+        f"`{runs[0].preset if runs else '?'}`); TRM is mergecl's reconstruction from the paper's abstract.",
     ]
+    from bench.report import discrimination_lines
+
+    header += ["", "## Does each benchmark discriminate? (measured from these records)", ""]
+    header += discrimination_lines(records, grid.benchmarks, labels)
+    header += ["", "## Table", ""]
     out_path = Path(out)
     paths = write_tables(records, out_path, stem="leaderboard", header_lines=header,
                          benchmarks=grid.benchmarks, method_order=labels)

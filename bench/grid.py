@@ -18,10 +18,11 @@ def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None
     method entry ``set`` < command line."""
     runs: list[RunConfig] = []
     chosen_preset = preset or grid.preset
-    for entry in grid.methods:
-        overrides = deep_merge(deep_merge(grid.overrides, entry.overrides), cli_overrides or {})
-        for benchmark in grid.benchmarks:
-            for seed in grid.seeds:
+    # benchmark-major order: an interrupted grid leaves whole benchmarks done, not whole methods
+    for benchmark in grid.benchmarks:
+        for seed in grid.seeds:
+            for entry in grid.methods:
+                overrides = deep_merge(deep_merge(grid.overrides, entry.overrides), cli_overrides or {})
                 runs.append(resolve_run(entry.method, benchmark, seed, chosen_preset, overrides, label=entry.label))
     return runs
 
