@@ -317,6 +317,28 @@ def _init_local_worker(threads: int) -> None:
         os.environ[name] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a pool worker gets SIGTERM when the driver dies (no orphaned runs burning CPU).
+
+    A killed worker leaves no record (records are written atomically at the end of a run) and
+    its per-run lock is released by the kernel, so the next invocation simply redoes that run.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - best effort
+        pass
 
 
 # ---------------------------------------------------------------------------- the driver side

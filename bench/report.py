@@ -50,7 +50,7 @@ def discrimination_lines(records: Sequence[Mapping[str, Any]], benchmarks: Seque
         verdict = "discriminates" if gap >= MIN_GAP_POINTS else f"does NOT reach the {MIN_GAP_POINTS:.0f}-point gap"
         lines.append(f"- **{benchmark}** — headline: {description}. {upper} − {lower} = {gap:+.1f} points "
                      f"({hm:.1f} ± {hs:.1f} vs {lm:.1f} ± {ls:.1f}): {verdict}.")
-        above, within = [], []
+        above, within, unknown = [], [], []
         for label in labels:
             if label in (lower, upper):
                 continue
@@ -60,10 +60,15 @@ def discrimination_lines(records: Sequence[Mapping[str, Any]], benchmarks: Seque
             m, s = _mean_std(values)
             diff = m - lm
             text = f"{label} {diff:+.1f}"
-            (above if abs(diff) > s + ls and len(values) > 1 and len(low) > 1 else within).append(text)
+            if len(values) < 2 or len(low) < 2:
+                unknown.append(text)
+            else:
+                (above if abs(diff) > s + ls else within).append(text)
         if above:
             lines.append(f"  - differs from {lower} by more than the seed spread (|Δ| > std₁ + std₂): "
                          + ", ".join(above))
         if within:
             lines.append(f"  - within the seed spread of {lower}: " + ", ".join(within))
+        if unknown:
+            lines.append(f"  - fewer than 2 seeds, spread unknown: " + ", ".join(unknown))
     return lines

@@ -365,3 +365,23 @@ def test_same_seed_and_config_give_the_same_accuracy_matrix(request) -> None:
     assert second["acc_matrix"] == first["acc_matrix"]
     assert second["til_acc_matrix"] == first["til_acc_matrix"]
     assert second["metrics"] == first["metrics"]
+
+
+def test_pool_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
+    """SIGKILL of the driver alone (not its process group) leaves no orphaned worker running."""
+    import psutil
+
+    out, log = tmp_path / "out", tmp_path / "runs.log"
+    proc = start_grid(tmp_path, out, log, workers=2, n=4, sleep_s=30.0)
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(events(log, "start").values()) < 2:
+        time.sleep(0.2)
+    assert sum(events(log, "start").values()) >= 2, proc.stderr.read() if proc.poll() is not None else ""
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers
+    os.kill(proc.pid, signal.SIGKILL)  # only the driver
+    proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"

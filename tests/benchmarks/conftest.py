@@ -1,0 +1,327 @@
+"""Performance benchmarks (``make bench``): ratios against baselines measured in the same run.
+
+The machine is shared and noisy, so no test here compares a time with a constant. Every figure
+is a ratio of two things timed in the same test, *interleaved* (the variants take turns within
+each round, in rotating order) and summarised by the median over rounds of the paired ratio.
+
+What a run leaves behind (read by ``python -m bench.perf_report``):
+
+* ``<perf dir>/perf.json`` -- pytest-benchmark's JSON (``--benchmark-json`` is set to it when
+  not given on the command line; written only with ``--benchmark-enable``). Each benchmark is
+  one *interleaved round* of its test; the ratios are in its ``extra_info``.
+* ``<perf dir>/perf_extra.json`` -- every ratio with its target and status, memory probes,
+  profiles, the machine, the command line and the suite's wall time (written whenever a perf
+  test ran, with or without ``--benchmark-enable``).
+
+``<perf dir>`` is ``<repo>/results`` unless ``MERGECL_PERF_DIR`` is set.
+
+A ratio that misses its target is reported (terminal summary, ``PerfTargetMissed`` warning,
+``perf.md``) but does not fail the test: targets can be missed because of code outside the
+benchmarks, and the shared machine is noisy. ``MERGECL_PERF_STRICT=1`` turns misses into
+failures. Correctness and structural checks (fold == list form, bytes held) always assert.
+
+The tests here run only when ``tests/benchmarks`` (or a file in it) is named on the command
+line, or with ``-m perf`` / ``MERGECL_PERF=1``; a plain ``pytest`` / ``pytest tests`` skips
+them (the default test command also passes ``--ignore=tests/benchmarks``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+THREADS = 2
+torch.set_num_threads(THREADS)
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parents[1]
+EXTRA_NAME = "perf_extra.json"
+JSON_NAME = "perf.json"
+
+
+class PerfTargetMissed(Warning):
+    """A measured ratio missed its target (a failure only with MERGECL_PERF_STRICT=1)."""
+
+
+def perf_dir() -> Path:
+    return Path(os.environ.get("MERGECL_PERF_DIR") or REPO / "results")
+
+
+def strict() -> bool:
+    return os.environ.get("MERGECL_PERF_STRICT", "").strip().lower() in {"1", "true", "yes"}
+
+
+# ----------------------------------------------------------------------------- statistics
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
+    """Per-round ratios numerator[i] / denominator[i] (the two were timed in the same round)."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError("paired_ratios needs two equally long, non-empty series")
+    return [a / b for a, b in zip(numerator, denominator)]
+
+
+def ratio_summary(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
+    """Median of the paired ratios (the headline), their spread, and the ratio of medians."""
+    ratios = paired_ratios(numerator, denominator)
+    return {
+        "ratio": median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratio_of_medians": median(numerator) / median(denominator),
+        "rounds": len(ratios),
+    }
+
+
+def interleave(variants: Mapping[str, Callable[[], Any]], rounds: int,
+               on_result: Callable[[str, int, Any], None] | None = None,
+               offset: int = 0) -> dict[str, list[float]]:
+    """Time every variant once per round, in an order that rotates from round to round.
+
+    Returns {name: [seconds of round 0, round 1, ...]}; ``on_result(name, round, value)`` sees
+    each call's return value (e.g. to check results agree). ``offset`` shifts the rotation
+    (for callers that run one round at a time).
+    """
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = (r + offset) % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            value = variants[name]()
+            times[name].append(time.perf_counter() - started)
+            if on_result is not None:
+                on_result(name, r, value)
+            del value
+    return times
+
+
+def run_rounds(benchmark: Any, one_round: Callable[[], Any], rounds: int) -> None:
+    """Run ``one_round`` ``rounds`` times; under pytest-benchmark (enabled) as its rounds."""
+    if getattr(benchmark, "disabled", True):
+        for _ in range(rounds):
+            one_round()
+    else:
+        benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+# ----------------------------------------------------------------------------- recorder
+class PerfRecorder:
+    """Collects the session's measurements; written to ``perf_extra.json`` at the end."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.misses: list[str] = []
+        self.started = time.perf_counter()
+        self.started_at = _dt.datetime.now(_dt.timezone.utc)
+        self.load_at_start = load_average()
+
+    # helpers re-exported for the tests (conftest modules are not imported by name)
+    interleave = staticmethod(interleave)
+    ratio_summary = staticmethod(ratio_summary)
+    run_rounds = staticmethod(run_rounds)
+    median = staticmethod(median)
+
+    def record(self, key: str, title: str, value: float, *, unit: str = "x",
+               target: float | None = None, op: str = "<=", baseline: str = "",
+               details: Mapping[str, Any] | None = None, note: str = "",
+               node: str = "") -> dict[str, Any]:
+        """Record one figure; with a target, check it (soft unless MERGECL_PERF_STRICT=1)."""
+        if target is None:
+            status = "info"
+        else:
+            ok = value <= target if op == "<=" else value >= target
+            status = "pass" if ok else "miss"
+        entry = {
+            "title": title, "value": float(value), "unit": unit, "target": target,
+            "op": op if target is not None else None, "status": status, "baseline": baseline,
+            "note": note, "details": dict(details or {}), "test": node,
+            "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "load_avg": load_average(),
+        }
+        self.records[key] = entry
+        if status == "miss":
+            message = (f"{key}: {title} = {value:.3f}{unit}, target {op} {target}{unit}"
+                       + (f" ({note})" if note else ""))
+            self.misses.append(message)
+            if strict():
+                pytest.fail(f"performance target missed: {message}")
+            warnings.warn(message, PerfTargetMissed, stacklevel=2)
+        return entry
+
+    def as_json(self, exitstatus: int | None) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "suite_seconds": round(time.perf_counter() - self.started, 1),
+            "exit_status": exitstatus,
+            "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", "pytest",
+                                                         *sys.argv[1:]]),
+            "strict": strict(),
+            "machine": machine_info(),
+            "load_avg_start": self.load_at_start,
+            "load_avg_end": load_average(),
+            "records": self.records,
+        }
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # pragma: no cover
+        pass
+    try:
+        import psutil
+
+        memory_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001 - optional
+        memory_gib = None
+    return {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "git_rev": _git_rev(),
+    }
+
+
+def _git_rev() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
+
+
+_RECORDER = pytest.StashKey[PerfRecorder]()
+
+
+# ----------------------------------------------------------------------------- hooks
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Default ``--benchmark-json`` to ``<perf dir>/perf.json`` (what bench.perf_report reads)."""
+    config.stash[_RECORDER] = PerfRecorder()
+    if getattr(config.option, "benchmark_json", "missing") is None:
+        target = perf_dir() / JSON_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+        config.option.benchmark_json = target
+        session = getattr(config, "_benchmarksession", None)  # already configured (late load)
+        if session is not None and getattr(session, "json", "missing") is None:
+            session.json = target
+
+
+def _explicitly_requested(config: pytest.Config) -> bool:
+    if os.environ.get("MERGECL_PERF", "").strip() in {"1", "true", "yes"}:
+        return True
+    if "perf" in (config.getoption("markexpr", "") or ""):
+        return True
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0])
+        path = (path if path.is_absolute() else base / path).resolve()
+        if path == BENCH_DIR or BENCH_DIR in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    explicit = _explicitly_requested(config)
+    skip = pytest.mark.skip(reason="performance benchmark: run `pytest tests/benchmarks` "
+                                   "(or `make bench`)")
+    for item in items:
+        if BENCH_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.perf)
+            if not explicit:
+                item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    recorder = session.config.stash.get(_RECORDER, None)
+    if recorder is None or not recorder.records:
+        return
+    target = perf_dir() / EXTRA_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(recorder.as_json(int(exitstatus)), indent=2, sort_keys=False) + "\n")
+    tmp.replace(target)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    recorder = config.stash.get(_RECORDER, None)
+    if recorder is None or not recorder.records:
+        return
+    tr = terminalreporter
+    tr.section("mergecl performance ratios")
+    for key, entry in sorted(recorder.records.items()):
+        target = "" if entry["target"] is None else f"target {entry['op']} {entry['target']:g}"
+        tr.write_line(f"{entry['status'].upper():5s} {key:38s} {entry['value']:10.3f} "
+                      f"{entry['unit']:3s} {target}")
+    tr.write_line(f"side file: {perf_dir() / EXTRA_NAME}; report: python -m bench.perf_report")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture
+def perf(request: pytest.FixtureRequest) -> PerfRecorder:
+    """The session's :class:`PerfRecorder` (``perf.record(...)``, ``perf.interleave(...)``)."""
+    recorder = request.config.stash[_RECORDER]
+    original = recorder.record
+
+    def record(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("node", request.node.nodeid)
+        return original(*args, **kwargs)
+
+    view = _RecorderView(recorder, record)
+    return view  # type: ignore[return-value]
+
+
+class _RecorderView:
+    """The recorder with ``record`` bound to the requesting test's node id."""
+
+    def __init__(self, recorder: PerfRecorder, record: Callable[..., dict[str, Any]]) -> None:
+        self._recorder = recorder
+        self.record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._recorder, name)
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """Every benchmark runs with 2 intra-op threads (a run_one inside may change it)."""
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(THREADS)

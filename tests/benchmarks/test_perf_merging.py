@@ -1,0 +1,431 @@
+"""Merge-stage performance: MagMax streaming fold vs list form, P&M constant vs stored-list statistics.
+
+1. MagMax on 10 task vectors of ViT-B/16 size (86.6 M float32 each, random values with
+   ViT-B/16's parameter shapes from a meta-device timm model):
+
+   * ``fold``  -- :class:`methods.merging.MaxMagnitudeAccumulator` (copy of τ₁, then
+     :func:`~methods.merging.max_magnitude_fold_` per further τ);
+   * ``list``  -- :func:`~methods.merging.max_magnitude` over all 10 held task vectors;
+   * ``floor`` -- the read-once floor: copy of τ₁, then ``running.add_(τ)`` per entry, i.e. every
+     task vector read once and a running buffer updated in place in one fused pass -- the
+     memory traffic any streaming fold needs at least;
+   * ``proposed`` -- :func:`proposed_fold_` below, a candidate replacement for
+     ``max_magnitude_fold_`` (chunked, float mask, no allocation per call), timed alongside so
+     that the report can show what the fix buys.
+
+   The fold family is interleaved per task vector (the three take turns on each τ), the list
+   form per round. Extra memory is measured in fresh subprocesses (peak RSS, ``ru_maxrss``,
+   over the RSS with the one incoming τ resident) for T = 2 and T = 10.
+2. P&M: ``PnMStatistics.alpha`` vs ``pnm_alpha`` (stored lists) for T = 2, 5, 10, 20 on states
+   with EfficientNet-Lite0's parameter shapes (10 classes, ~3.4 M floats).
+
+Run as a script (``python tests/benchmarks/test_perf_merging.py --probe fold 10``) it is the
+memory probe the test starts in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+
+import pytest
+import torch
+from torch import Tensor
+
+from methods import merging
+from methods.merging import StateDict
+
+VIT = "vit_base_patch16_224"
+LITE0 = "tf_efficientnet_lite0"
+N_TASK_VECTORS = 10
+MAGMAX_ROUNDS = 3
+PNM_TASKS = (2, 5, 10, 20)
+PNM_ROUNDS = 3
+FOLD_CHUNK = 1 << 18  # elements per chunk of proposed_fold_ (1 MiB of float32)
+
+# targets (docs: the brief of the perf suite)
+FOLD_VS_LIST_TARGET = 0.5
+FOLD_VS_FLOOR_TARGET = 1.6
+FOLD_EXTRA_MEMORY_TARGET = 2.0  # model copies, whatever T
+PNM_ALPHA_FLAT_TARGET = 1.5     # alpha time at T=20 over T=2 (constant form)
+
+
+# ----------------------------------------------------------------------------- inputs
+def parameter_shapes(name: str, **kwargs) -> dict[str, torch.Size]:
+    """Float parameter/buffer shapes of a timm model, built on the meta device (no memory)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    return {k: v.shape for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def vit_shapes() -> dict[str, torch.Size]:
+    return parameter_shapes(VIT)
+
+
+def random_state(shapes: dict[str, torch.Size], generator: torch.Generator,
+                 scale: float = 1e-3) -> StateDict:
+    return {k: torch.empty(s).normal_(0.0, scale, generator=generator) for k, s in shapes.items()}
+
+
+def refill_(state: StateDict, generator: torch.Generator, scale: float = 1e-3) -> None:
+    for tensor in state.values():
+        tensor.normal_(0.0, scale, generator=generator)
+
+
+def numel(shapes: dict[str, torch.Size]) -> int:
+    return sum(s.numel() for s in shapes.values())
+
+
+# ----------------------------------------------------------------------------- folds
+def floor_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
+    """Read-once floor: one fused in-place pass over each τ and the running buffer."""
+    for name, current in running.items():
+        current.add_(new_tv[name])
+    return running
+
+
+def proposed_fold_(running: StateDict, new_tv: StateDict, chunk: int = FOLD_CHUNK) -> StateDict:
+    """Candidate replacement for ``merging.max_magnitude_fold_`` (same contract and result).
+
+    Why it is faster: the current fold allocates ``incoming.abs()``, ``current.abs()`` and a
+    bool mask for every entry (three fresh tensor-sized buffers -- on glibc these large blocks
+    are mmap'ed and returned, so each is page-faulted again on every call: ~1.4 model copies of
+    minor faults per fold), and it compares and selects through bool tensors (``ge`` into bool
+    and ``where`` run ~4x slower per element than float kernels). This version walks each entry
+    in chunks of ``chunk`` elements with two preallocated float scratch buffers (no allocation,
+    stays in L2), builds a 0/1 *float* mask with ``ge(..., out=float)`` and selects with
+    ``lerp_(new, mask)``, exact for weights 0 and 1 (finite inputs; a ±0 may change sign).
+    Extra memory: 2·chunk floats.
+    """
+    merging._check_compatible(running, new_tv, "new_tv")
+    largest = max((t.numel() for t in running.values() if t.is_floating_point()), default=0)
+    size = min(chunk, largest)
+    scratch_new = scratch_cur = None
+    for name, current in running.items():
+        incoming = new_tv[name].detach().to(device=current.device, dtype=current.dtype)
+        if not current.is_floating_point():
+            current.copy_(incoming)
+            continue
+        if not (current.is_contiguous() and incoming.is_contiguous()) or current.device.type != "cpu":
+            torch.where(incoming.abs() >= current.abs(), incoming, current, out=current)
+            continue
+        if scratch_new is None or scratch_new.dtype != current.dtype:
+            scratch_new = torch.empty(size, dtype=current.dtype)
+            scratch_cur = torch.empty(size, dtype=current.dtype)
+        cur_flat, new_flat = current.view(-1), incoming.view(-1)
+        total = cur_flat.numel()
+        for start in range(0, total, chunk):
+            cur = cur_flat[start:start + chunk]
+            new = new_flat[start:start + chunk]
+            n = cur.numel()
+            a, b = scratch_new[:n], scratch_cur[:n]
+            torch.abs(new, out=a)
+            torch.abs(cur, out=b)
+            torch.ge(a, b, out=a)  # 1.0 where |new| >= |current| (ties to the newer task)
+            cur.lerp_(new, a)
+    return running
+
+
+# ----------------------------------------------------------------------------- memory probe
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _probe(mode: str, tasks: int) -> dict:
+    """Peak RSS over the baseline of one resident τ, in a fresh process."""
+    torch.set_num_threads(2)
+    shapes = vit_shapes()
+    model_bytes = 4 * numel(shapes)
+    generator = torch.Generator().manual_seed(0)
+    incoming = random_state(shapes, generator)  # the τ that has just arrived (an input)
+    baseline = _maxrss_bytes()
+    held = 0
+    started = perf_counter()
+    if mode in ("fold", "proposed"):
+        accumulator = merging.MaxMagnitudeAccumulator()
+        for t in range(tasks):
+            if t:
+                refill_(incoming, generator)  # the next task's τ arrives in the same buffer
+            if mode == "fold":
+                accumulator.add(incoming)
+            elif t == 0:
+                running = merging.clone_state(incoming)
+            else:
+                proposed_fold_(running, incoming)
+        held = accumulator.nbytes if mode == "fold" else merging.state_nbytes(running)
+    elif mode == "list":
+        task_vectors = [incoming] + [random_state(shapes, generator) for _ in range(tasks - 1)]
+        merged = merging.max_magnitude(task_vectors)
+        held = merging.state_nbytes(merged) + sum(merging.state_nbytes(tv) for tv in task_vectors[1:])
+    else:
+        raise SystemExit(f"unknown probe mode {mode!r}")
+    peak = _maxrss_bytes()
+    return {"mode": mode, "tasks": tasks, "model_bytes": model_bytes, "baseline_rss": baseline,
+            "peak_rss": peak, "extra_bytes": peak - baseline,
+            "extra_copies": (peak - baseline) / model_bytes, "held_bytes": held,
+            "held_copies": held / model_bytes, "seconds": perf_counter() - started}
+
+
+def run_probe(mode: str, tasks: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--probe", mode, str(tasks)],
+                         capture_output=True, text=True, env=env, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe {mode} T={tasks} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def vit_task_vectors() -> list[StateDict]:
+    shapes = vit_shapes()
+    generator = torch.Generator().manual_seed(1234)
+    return [random_state(shapes, generator) for _ in range(N_TASK_VECTORS)]
+
+
+# ----------------------------------------------------------------------------- MagMax
+@pytest.mark.benchmark(group="magmax-memory")
+def test_magmax_fold_extra_memory_is_flat_in_T(benchmark, perf):
+    """Peak extra RSS of the streaming fold (one running τ_MM) at T=2 and T=10, vs the list form.
+
+    Runs first in this module, before the 10 task vectors are built in this process.
+    """
+    probes: dict[str, dict] = {}
+
+    def one_round() -> None:
+        for mode, tasks in (("fold", 2), ("fold", N_TASK_VECTORS), ("proposed", N_TASK_VECTORS),
+                            ("list", N_TASK_VECTORS)):
+            probes[f"{mode}-T{tasks}"] = run_probe(mode, tasks)
+
+    perf.run_rounds(benchmark, one_round, 1)
+    fold2, fold10 = probes["fold-T2"], probes[f"fold-T{N_TASK_VECTORS}"]
+    listed, proposed = probes[f"list-T{N_TASK_VECTORS}"], probes[f"proposed-T{N_TASK_VECTORS}"]
+    # structural: the accumulator holds exactly one model copy whatever T
+    assert fold2["held_copies"] == pytest.approx(1.0) and fold10["held_copies"] == pytest.approx(1.0)
+    details = {name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}
+               for name, p in probes.items()}
+    benchmark.extra_info.update({"probes": details})
+    perf.record("1.magmax.fold_extra_memory_T10", f"MagMax fold: peak extra RSS, T={N_TASK_VECTORS}",
+                fold10["extra_copies"], unit=" copies", target=FOLD_EXTRA_MEMORY_TARGET,
+                baseline="model size (86.6 M float32 = 346 MB); RSS with the incoming τ resident",
+                details=details,
+                note=f"T=2: {fold2['extra_copies']:.2f} copies; list form T={N_TASK_VECTORS}: "
+                     f"{listed['extra_copies']:.2f} copies; proposed fold: "
+                     f"{proposed['extra_copies']:.2f} copies; bytes held by the accumulator: "
+                     f"{fold10['held_copies']:.2f} copy")
+    perf.record("1.magmax.fold_extra_memory_T2", "MagMax fold: peak extra RSS, T=2",
+                fold2["extra_copies"], unit=" copies", target=FOLD_EXTRA_MEMORY_TARGET,
+                baseline="model size")
+    perf.record("1.magmax.fold_memory_T10_over_T2", "MagMax fold: extra RSS at T=10 / at T=2",
+                fold10["extra_bytes"] / max(1, fold2["extra_bytes"]), target=1.25,
+                baseline="same probe at T=2", note="flat in T")
+    perf.record("1.magmax.list_extra_memory_T10", f"MagMax list form: peak extra RSS, T={N_TASK_VECTORS}",
+                listed["extra_copies"], unit=" copies", baseline="model size",
+                note="includes the T-1 further task vectors the list form must hold")
+
+
+@pytest.mark.benchmark(group="magmax")
+def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
+    tvs = vit_task_vectors
+    model_bytes = merging.state_nbytes(tvs[0])
+    assert numel({k: v.shape for k, v in tvs[0].items()}) > 86_000_000
+    totals: dict[str, list[float]] = {"list": [], "fold": [], "proposed": [], "floor": []}
+    steps: dict[str, list[float]] = {"fold": [], "proposed": [], "floor": []}
+    held_bytes: list[int] = []
+    round_no = [0]
+
+    def fold_family(r: int) -> dict[str, StateDict]:
+        accumulator = merging.MaxMagnitudeAccumulator()
+        running: dict[str, StateDict] = {}
+        spent = {name: 0.0 for name in steps}
+        names = list(steps)
+        for i, tv in enumerate(tvs):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                started = perf_counter()
+                if name == "fold":
+                    accumulator.add(tv)
+                elif i == 0:
+                    running[name] = merging.clone_state(tv)
+                elif name == "proposed":
+                    proposed_fold_(running[name], tv)
+                else:
+                    floor_fold_(running[name], tv)
+                elapsed = perf_counter() - started
+                spent[name] += elapsed
+                if i:
+                    steps[name].append(elapsed)
+        for name, seconds in spent.items():
+            totals[name].append(seconds)
+        held_bytes.append(accumulator.nbytes)
+        return {"fold": accumulator.result, "proposed": running["proposed"]}
+
+    def list_form(r: int) -> StateDict:
+        started = perf_counter()
+        merged = merging.max_magnitude(tvs)
+        totals["list"].append(perf_counter() - started)
+        return merged
+
+    def one_round() -> None:
+        r = round_no[0]
+        round_no[0] += 1
+        if r % 2 == 0:
+            merged = list_form(r)
+            folds = fold_family(r)
+        else:
+            folds = fold_family(r)
+            merged = list_form(r)
+        if r == 0:  # correctness: the streaming forms give the list form's result exactly
+            for name, result in folds.items():
+                bad = [k for k in merged if not torch.equal(merged[k], result[k])]
+                assert not bad, f"{name} differs from max_magnitude on {bad[:3]}"
+        del merged, folds
+
+    perf.run_rounds(benchmark, one_round, MAGMAX_ROUNDS)
+    assert set(held_bytes) == {model_bytes}  # one running τ_MM, whatever T
+
+    fold_list = perf.ratio_summary(totals["fold"], totals["list"])
+    fold_floor = perf.ratio_summary(totals["fold"], totals["floor"])
+    proposed_floor = perf.ratio_summary(totals["proposed"], totals["floor"])
+    proposed_list = perf.ratio_summary(totals["proposed"], totals["list"])
+    fold_proposed = perf.ratio_summary(totals["fold"], totals["proposed"])
+    per_step = {name: perf.median(v) for name, v in steps.items()}
+    step_ratio = perf.median([a / b for a, b in zip(steps["fold"], steps["floor"])])
+    proposed_step_ratio = perf.median([a / b for a, b in zip(steps["proposed"], steps["floor"])])
+    details = {"T": N_TASK_VECTORS, "rounds": MAGMAX_ROUNDS, "model_floats": model_bytes // 4,
+               "seconds": {k: [round(x, 3) for x in v] for k, v in totals.items()},
+               "median_step_seconds": {k: round(v, 4) for k, v in per_step.items()},
+               "fold_over_floor_per_step": round(step_ratio, 3),
+               "proposed_over_floor_per_step": round(proposed_step_ratio, 3),
+               "fold_over_list": fold_list, "fold_over_floor": fold_floor,
+               "proposed_over_floor": proposed_floor, "proposed_over_list": proposed_list,
+               "fold_over_proposed": fold_proposed, "accumulator_bytes": model_bytes}
+    benchmark.extra_info.update({"ratios": {"fold/list": fold_list["ratio"],
+                                            "fold/floor": fold_floor["ratio"],
+                                            "proposed/floor": proposed_floor["ratio"],
+                                            "proposed/list": proposed_list["ratio"]},
+                                 "median_round_seconds": {k: perf.median(v) for k, v in totals.items()}})
+    perf.record("1.magmax.fold_vs_list", "MagMax fold (max_magnitude_fold_) / list form (max_magnitude)",
+                fold_list["ratio"], target=FOLD_VS_LIST_TARGET,
+                baseline=f"max_magnitude over {N_TASK_VECTORS} held ViT-B/16 task vectors",
+                details=details, note=f"spread {fold_list['ratio_min']:.2f}-{fold_list['ratio_max']:.2f}")
+    perf.record("1.magmax.fold_vs_floor", "MagMax fold / read-once floor",
+                fold_floor["ratio"], target=FOLD_VS_FLOOR_TARGET,
+                baseline="copy τ₁ + running.add_(τ) per further τ (one fused pass)",
+                note=f"per fold step {step_ratio:.1f}x; proposed_fold_: "
+                     f"{proposed_floor['ratio']:.2f}x floor, {proposed_list['ratio']:.2f}x list, "
+                     f"{fold_proposed['ratio']:.1f}x faster than the current fold")
+    perf.record("1.magmax.proposed_vs_floor", "proposed chunked fold (this file) / read-once floor",
+                proposed_floor["ratio"], baseline="read-once floor",
+                note="candidate replacement for methods/merging.py max_magnitude_fold_")
+    perf.record("1.magmax.accumulator_bytes", "MagMax accumulator: bytes held / model bytes",
+                1.0, unit=" copies", target=FOLD_EXTRA_MEMORY_TARGET, baseline="model size",
+                note="counted tensor bytes (MaxMagnitudeAccumulator.nbytes)")
+
+
+# ----------------------------------------------------------------------------- P&M statistics
+@pytest.fixture(scope="module")
+def pnm_inputs():
+    shapes = parameter_shapes(LITE0, num_classes=10)
+    generator = torch.Generator().manual_seed(7)
+    prev = random_state(shapes, generator, scale=0.05)
+    delta = random_state(shapes, generator)
+    newest = {k: prev[k] + delta[k] for k in prev}  # θ*_t = θ̂_{t-1} + Δ_t
+    older = [{k: prev[k] + v for k, v in random_state(shapes, generator).items()}
+             for _ in range(max(PNM_TASKS) - 1)]
+    fishers = [{k: v.abs_() for k, v in random_state(shapes, generator, scale=1.0).items()}
+               for _ in range(max(PNM_TASKS))]
+    head_names = [k for k in shapes if k.startswith("classifier.")]
+    masks = {}
+    for name in head_names:  # merge-old-rows: the two new classes' rows are taken as trained
+        mask = torch.ones(shapes[name], dtype=torch.bool)
+        mask[[3, 7]] = False
+        masks[name] = mask
+    return {"shapes": shapes, "prev": prev, "delta": delta, "newest": newest, "older": older,
+            "fishers": fishers, "masks": masks}
+
+
+@pytest.mark.benchmark(group="pnm-statistics")
+def test_pnm_statistics_constant_vs_stored_lists(benchmark, perf, pnm_inputs):
+    inp = pnm_inputs
+    prev, delta, masks = inp["prev"], inp["delta"], inp["masks"]
+    floats = numel(inp["shapes"])
+    assert 3_000_000 < floats < 4_000_000
+    optima = {T: inp["older"][:T - 1] + [inp["newest"]] for T in PNM_TASKS}
+    fishers = {T: inp["fishers"][:T] for T in PNM_TASKS}
+    statistics_by_T: dict[int, merging.PnMStatistics] = {}
+    add_seconds: list[float] = []
+    for T in PNM_TASKS:
+        stats = merging.PnMStatistics()
+        for optimum, fisher in zip(optima[T], fishers[T]):
+            started = perf_counter()
+            stats.add_task(optimum, fisher)
+            add_seconds.append(perf_counter() - started)
+        statistics_by_T[T] = stats
+
+    variants = {}
+    for T in PNM_TASKS:
+        variants[f"const-T{T}"] = (lambda s=statistics_by_T[T]: s.alpha(prev, delta, masks=masks))
+        variants[f"list-T{T}"] = (lambda T=T: merging.pnm_alpha(prev, delta, optima[T], fishers[T],
+                                                                 masks=masks))
+    alphas: dict[str, float] = {}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+
+    round_no = [0]
+
+    def one_round() -> None:
+        got = perf.interleave(variants, 1, offset=round_no[0],
+                              on_result=lambda name, r, value: alphas.__setitem__(name, value))
+        round_no[0] += 1
+        for name, seconds in got.items():
+            times[name].extend(seconds)
+
+    perf.run_rounds(benchmark, one_round, PNM_ROUNDS)
+    for T in PNM_TASKS:  # the constant form is the stored-list form, rearranged
+        assert 0.0 < alphas[f"list-T{T}"] < 1.0
+        assert alphas[f"const-T{T}"] == pytest.approx(alphas[f"list-T{T}"], rel=1e-6, abs=1e-9)
+    nbytes = {T: statistics_by_T[T].nbytes for T in PNM_TASKS}
+    list_bytes = {T: sum(merging.state_nbytes(s) for s in optima[T] + fishers[T]) for T in PNM_TASKS}
+    assert len(set(nbytes.values())) == 1  # constant memory: two float32 tensors per entry
+
+    per_T = {}
+    for T in PNM_TASKS:
+        summary = perf.ratio_summary(times[f"const-T{T}"], times[f"list-T{T}"])
+        per_T[T] = {"const_s": round(perf.median(times[f"const-T{T}"]), 4),
+                    "list_s": round(perf.median(times[f"list-T{T}"]), 4),
+                    "const_over_list_time": round(summary["ratio"], 4),
+                    "const_mb": round(nbytes[T] / 2**20, 1), "list_mb": round(list_bytes[T] / 2**20, 1),
+                    "const_over_list_memory": round(nbytes[T] / list_bytes[T], 4),
+                    "alpha": alphas[f"const-T{T}"]}
+    flat = perf.ratio_summary(times[f"const-T{max(PNM_TASKS)}"], times[f"const-T{min(PNM_TASKS)}"])
+    benchmark.extra_info.update({"per_T": {str(k): v for k, v in per_T.items()}})
+    details = {"floats": floats, "per_T": {str(k): v for k, v in per_T.items()},
+               "add_task_median_s": round(perf.median(add_seconds), 4), "rounds": PNM_ROUNDS}
+    T_max = max(PNM_TASKS)
+    for T in PNM_TASKS:
+        perf.record(f"2.pnm.alpha_time_T{T:02d}", f"P&M alpha time, constant / stored lists, T={T}",
+                    per_T[T]["const_over_list_time"], baseline=f"pnm_alpha over {T} optima + Fishers",
+                    details=details if T == T_max else None,
+                    note=f"memory held {per_T[T]['const_mb']} MB vs {per_T[T]['list_mb']} MB "
+                         f"({per_T[T]['const_over_list_memory']:.3f}x)")
+    perf.record("2.pnm.alpha_time_flat", f"P&M constant form: alpha time T={T_max} / T={min(PNM_TASKS)}",
+                flat["ratio"], target=PNM_ALPHA_FLAT_TARGET, baseline="same, T=2",
+                note=f"spread {flat['ratio_min']:.2f}-{flat['ratio_max']:.2f}")
+    perf.record("2.pnm.memory_flat", f"P&M constant form: bytes held T={T_max} / T={min(PNM_TASKS)}",
+                nbytes[T_max] / nbytes[min(PNM_TASKS)], target=1.0, baseline="same, T=2",
+                note=f"{nbytes[T_max] / 2**20:.1f} MB; stored lists at T={T_max}: "
+                     f"{list_bytes[T_max] / 2**20:.0f} MB")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--probe":
+        print(json.dumps(_probe(sys.argv[2], int(sys.argv[3]))))
+    else:
+        raise SystemExit("usage: test_perf_merging.py --probe fold|proposed|list T")
