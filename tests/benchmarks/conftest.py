@@ -31,6 +31,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import random
 import shlex
 import statistics
 import subprocess
@@ -77,15 +78,33 @@ def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> l
     return [a / b for a, b in zip(numerator, denominator)]
 
 
-def ratio_summary(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, Any]:
-    """Median of the paired ratios (the headline), their spread, and the ratio of medians."""
+def ratio_summary(numerator: Sequence[float], denominator: Sequence[float],
+                  resamples: int = 2000) -> dict[str, Any]:
+    """Ratio of the medians of two interleaved series (the headline), with a bootstrap 95 %
+    interval (rounds resampled together), the median of the per-round ratios and their spread.
+
+    The median of each series discards the bursts a shared machine adds to single
+    measurements; interleaving (both series sampled across the same time span) cancels drift.
+    """
     ratios = paired_ratios(numerator, denominator)
+    n = len(ratios)
+    headline = median(numerator) / median(denominator)
+    interval = None
+    if n >= 3:
+        rng = random.Random(0)
+        boot = []
+        for _ in range(resamples):
+            pick = [rng.randrange(n) for _ in range(n)]
+            boot.append(median([numerator[i] for i in pick]) / median([denominator[i] for i in pick]))
+        boot.sort()
+        interval = [boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]]
     return {
-        "ratio": median(ratios),
+        "ratio": headline,
+        "ci95": interval,
+        "paired_median": median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
-        "ratio_of_medians": median(numerator) / median(denominator),
-        "rounds": len(ratios),
+        "rounds": n,
     }
 
 
@@ -128,6 +147,37 @@ def load_average() -> list[float] | None:
         return None
 
 
+def contention_probe(reps: int = 40) -> dict[str, float]:
+    """How the machine treats a 2-thread parallel region right now.
+
+    Times one small parallel elementwise op (2^18 floats, above ATen's grain size) with 1 and
+    with 2 threads. On an idle machine 2 threads take ~0.5-0.7x the 1-thread time; when other
+    processes hold the cores, every parallel region can wait for a descheduled OpenMP thread and
+    the ratio grows far above 1 -- then variants with many small parallel ops (per-tensor loops)
+    are penalised more than variants with few large ones, and ratios shift accordingly.
+    """
+    x = torch.ones(1 << 18)
+    out = torch.empty_like(x)
+
+    def typical(threads: int) -> float:
+        torch.set_num_threads(threads)
+        for _ in range(5):
+            torch.mul(x, 2.0, out=out)
+        samples = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            torch.mul(x, 2.0, out=out)
+            samples.append(time.perf_counter() - started)
+        return median(samples)
+
+    try:
+        one, two = typical(1), typical(THREADS)
+    finally:
+        torch.set_num_threads(THREADS)
+    return {"op_us_1_thread": round(one * 1e6, 1), "op_us_2_threads": round(two * 1e6, 1),
+            "two_over_one": round(two / one, 2), "load_avg": load_average()}
+
+
 # ----------------------------------------------------------------------------- recorder
 class PerfRecorder:
     """Collects the session's measurements; written to ``perf_extra.json`` at the end."""
@@ -138,6 +188,11 @@ class PerfRecorder:
         self.started = time.perf_counter()
         self.started_at = _dt.datetime.now(_dt.timezone.utc)
         self.load_at_start = load_average()
+        self.contention: dict[str, dict[str, float]] = {}
+
+    def probe_contention(self, when: str) -> None:
+        if when not in self.contention:
+            self.contention[when] = contention_probe()
 
     # helpers re-exported for the tests (conftest modules are not imported by name)
     interleave = staticmethod(interleave)
@@ -148,8 +203,22 @@ class PerfRecorder:
     def record(self, key: str, title: str, value: float, *, unit: str = "x",
                target: float | None = None, op: str = "<=", baseline: str = "",
                details: Mapping[str, Any] | None = None, note: str = "",
-               node: str = "") -> dict[str, Any]:
-        """Record one figure; with a target, check it (soft unless MERGECL_PERF_STRICT=1)."""
+               summary: Mapping[str, Any] | None = None, node: str = "") -> dict[str, Any]:
+        """Record one figure; with a target, check it (soft unless MERGECL_PERF_STRICT=1).
+
+        ``summary`` (from :func:`ratio_summary`) adds its 95 % interval to the note and
+        "(inconclusive)" when the interval straddles the target.
+        """
+        if summary is not None:
+            if summary.get("ci95"):
+                low, high = summary["ci95"]
+                prefix = f"95% CI {low:.3f}-{high:.3f} over {summary['rounds']} rounds"
+                if target is not None and low <= target <= high:
+                    prefix += " (inconclusive at this noise)"
+            else:
+                prefix = (f"{summary['rounds']} rounds, per-round ratios "
+                          f"{summary['ratio_min']:.3f}-{summary['ratio_max']:.3f}")
+            note = prefix + (f"; {note}" if note else "")
         if target is None:
             status = "info"
         else:
@@ -158,7 +227,8 @@ class PerfRecorder:
         entry = {
             "title": title, "value": float(value), "unit": unit, "target": target,
             "op": op if target is not None else None, "status": status, "baseline": baseline,
-            "note": note, "details": dict(details or {}), "test": node,
+            "note": note, "details": dict(details or {}), "summary": dict(summary or {}),
+            "test": node,
             "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "load_avg": load_average(),
         }
@@ -185,6 +255,7 @@ class PerfRecorder:
             "machine": machine_info(),
             "load_avg_start": self.load_at_start,
             "load_avg_end": load_average(),
+            "contention": self.contention,
             "records": self.records,
         }
 
@@ -211,6 +282,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": memory_gib,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (unset)"),
         "platform": platform.platform(),
         "git_rev": _git_rev(),
     }
@@ -219,9 +291,9 @@ def machine_info() -> dict[str, Any]:
 def _git_rev() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, timeout=5)
+                             text=True, timeout=5, check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
@@ -235,7 +307,7 @@ _RECORDER = pytest.StashKey[PerfRecorder]()
 def pytest_configure(config: pytest.Config) -> None:
     """Default ``--benchmark-json`` to ``<perf dir>/perf.json`` (what bench.perf_report reads)."""
     config.stash[_RECORDER] = PerfRecorder()
-    if getattr(config.option, "benchmark_json", "missing") is None:
+    if getattr(config.option, "benchmark_json", "missing") is None and _explicitly_requested(config):
         target = perf_dir() / JSON_NAME
         target.parent.mkdir(parents=True, exist_ok=True)
         config.option.benchmark_json = target
@@ -269,10 +341,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Give the module name ``conftest`` back to ``tests/conftest.py`` once this directory is
+    collected: this file is imported as ``conftest`` too (rootdir-less import), and test modules
+    collected after it (``from conftest import quick_run``) must find the parent's."""
+    current = sys.modules.get("conftest")
+    if current is None or Path(getattr(current, "__file__", "") or "").resolve() != Path(__file__).resolve():
+        return
+    parent_file = (BENCH_DIR.parent / "conftest.py").resolve()
+    for plugin in item.config.pluginmanager.get_plugins():
+        if Path(getattr(plugin, "__file__", "") or "").resolve() == parent_file:
+            sys.modules["conftest"] = plugin
+            return
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     recorder = session.config.stash.get(_RECORDER, None)
     if recorder is None or not recorder.records:
         return
+    recorder.probe_contention("end")
     target = perf_dir() / EXTRA_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
@@ -290,6 +377,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         target = "" if entry["target"] is None else f"target {entry['op']} {entry['target']:g}"
         tr.write_line(f"{entry['status'].upper():5s} {key:38s} {entry['value']:10.3f} "
                       f"{entry['unit']:3s} {target}")
+    for when, probe in recorder.contention.items():
+        tr.write_line(f"contention probe ({when}): 2-thread / 1-thread time of a small parallel op "
+                      f"= {probe['two_over_one']:.2f} (idle machine: ~0.5-0.7); load {probe['load_avg']}")
     tr.write_line(f"side file: {perf_dir() / EXTRA_NAME}; report: python -m bench.perf_report")
 
 
@@ -298,6 +388,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def perf(request: pytest.FixtureRequest) -> PerfRecorder:
     """The session's :class:`PerfRecorder` (``perf.record(...)``, ``perf.interleave(...)``)."""
     recorder = request.config.stash[_RECORDER]
+    recorder.probe_contention("start")
     original = recorder.record
 
     def record(*args: Any, **kwargs: Any) -> dict[str, Any]:

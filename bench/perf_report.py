@@ -1,0 +1,262 @@
+"""Write ``results/perf.md`` from the performance suite's outputs (``make bench``).
+
+Inputs (all optional; what is missing is said so in the report):
+
+* ``results/perf.json`` -- pytest-benchmark's JSON of ``pytest tests/benchmarks
+  --benchmark-enable`` (the suite's conftest points ``--benchmark-json`` there by default);
+* ``results/perf_extra.json`` -- the suite's side file: every ratio with its target and status,
+  memory probes, the machine, the command line and the suite's wall time;
+* the leaderboard's run records ``results/<benchmark>/<label>/seed*.json`` (``timings.total_s``)
+  and ``results/leaderboard.md`` (its "wall time" line).
+
+Every figure of the suite is a ratio against a baseline timed in the same run (the machine is
+shared); absolute seconds appear only as context.
+
+Usage: ``python -m bench.perf_report [--results DIR] [--json FILE] [--extra FILE] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
+REPORT_COMMAND = ".venv/bin/python -m bench.perf_report"
+STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
+
+
+def _load_json(path: Path) -> tuple[dict | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, ValueError) as exc:
+        return None, f"{path} could not be read ({exc})"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt_value(value: float, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit.strip() == "x":
+        return f"{value:.3f}x"
+    return f"{value:.2f}{unit}"
+
+
+def _fmt_target(entry: dict) -> str:
+    if entry.get("target") is None:
+        return ""
+    op = "≤" if entry.get("op") == "<=" else "≥"
+    unit = entry.get("unit", "x")
+    target = entry["target"]
+    return f"{op} {target:g}{'x' if unit.strip() == 'x' else unit}"
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "unknown time"
+    try:
+        moment = _dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ----------------------------------------------------------------------------- sections
+def machine_section(extra: dict | None, bench: dict | None) -> list[str]:
+    lines = ["## Machine", ""]
+    machine = (extra or {}).get("machine") or {}
+    if not machine and bench:
+        info = bench.get("machine_info") or {}
+        machine = {"cores": (info.get("cpu") or {}).get("count"), "cpu": (info.get("cpu") or {}).get("brand_raw"),
+                   "python": info.get("python_version")}
+    if not machine:
+        machine = {"cores": os.cpu_count()}
+        lines.append("(no measurements yet: machine of this report shown)")
+    lines.append(f"- cores: {machine.get('cores')}; torch threads: {machine.get('torch_threads', 'n/a')}; "
+                 f"OpenMP wait policy: {machine.get('omp_wait_policy', 'n/a')}")
+    if machine.get("cpu"):
+        lines.append(f"- CPU: {machine['cpu']}; memory: {machine.get('memory_gib', 'n/a')} GiB")
+    lines.append(f"- python {machine.get('python', 'n/a')}, torch {machine.get('torch', 'n/a')}, "
+                 f"git {machine.get('git_rev', 'n/a')}")
+    if extra:
+        lines.append(f"- load average (1, 5, 15 min) at start {extra.get('load_avg_start')}, "
+                     f"at end {extra.get('load_avg_end')}")
+        for when, probe in (extra.get("contention") or {}).items():
+            lines.append(
+                f"- contention probe ({when}): a small parallel op takes {probe.get('op_us_2_threads')} µs "
+                f"with 2 threads vs {probe.get('op_us_1_thread')} µs with 1 "
+                f"(ratio {probe.get('two_over_one')}; ~0.5-0.7 on an idle machine -- far above 1 "
+                "means other processes hold the cores and every OpenMP region may wait for a "
+                "descheduled thread)")
+    return lines + [""]
+
+
+def ratio_sections(extra: dict | None) -> list[str]:
+    if not extra or not extra.get("records"):
+        return ["## Ratios vs targets", "", ("No side file (`results/perf_extra.json`): run "
+                f"`{SUITE_COMMAND}` first."), ""]
+    records = extra["records"]
+    targeted = [(k, v) for k, v in sorted(records.items()) if v.get("target") is not None]
+    info = [(k, v) for k, v in sorted(records.items()) if v.get("target") is None]
+    misses = [k for k, v in targeted if v.get("status") == "miss"]
+    lines = ["## Ratios vs targets", "",
+             f"{len(targeted) - len(misses)} of {len(targeted)} targets met"
+             + (f"; missed: {', '.join(misses)}." if misses else "."),
+             ("Value = ratio of the medians of two interleaved series (variants timed in turns); "
+             "the notes give a bootstrap 95 % interval, flagged inconclusive when it contains the "
+             "target."), ""]
+    rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), _fmt_target(v),
+             STATUS_MARK.get(v.get("status"), v.get("status")), v.get("baseline", ""), v.get("note", ""))
+            for key, v in targeted]
+    lines += _table(["key", "measurement", "value", "target", "status", "baseline", "notes"], rows)
+    if info:
+        lines += ["", "## Other measurements (no target)", ""]
+        rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), v.get("baseline", ""),
+                 v.get("note", "")) for key, v in info]
+        lines += _table(["key", "measurement", "value", "baseline", "notes"], rows)
+    profile = None
+    for v in records.values():
+        profile = (v.get("details") or {}).get("profile") or profile
+    if profile:
+        lines += ["", "### Where one strategy experience spends its time (cProfile, self time)", ""]
+        rows = [(area, f"{sec:.3f}", f"{sec / profile['wall_s']:.1%}" if profile.get("wall_s") else "")
+                for area, sec in profile.get("self_seconds_by_area", {}).items()]
+        lines += _table(["area", "self s", "share of wall"], rows)
+        top = profile.get("top_avalanche_and_mergecl") or []
+        if top:
+            lines += ["", "Costliest Avalanche / mergecl functions (cumulative, includes callees):", ""]
+            lines += _table(["function", "calls", "cum s", "self s"],
+                            [(t["function"], t["calls"], t["cum_s"], t["self_s"]) for t in top[:8]])
+    return lines + [""]
+
+
+def benchmark_section(bench: dict | None, error: str | None) -> list[str]:
+    lines = ["## pytest-benchmark rounds (absolute seconds, context only)", ""]
+    if error:
+        return lines + [error, ""]
+    if not bench or not bench.get("benchmarks"):
+        return lines + [("No `results/perf.json`: it is written by the suite with `--benchmark-enable` "
+                        f"(`{SUITE_COMMAND}`)."), ""]
+    lines.append(f"From `perf.json` written {_when(bench.get('datetime'))}; one round = one "
+                 "interleaved round of the test's variants (the ratios come from inside the rounds).")
+    lines.append("")
+    rows = []
+    for b in bench["benchmarks"]:
+        stats = b.get("stats") or {}
+        rows.append((b.get("group") or "", b.get("name", ""), stats.get("rounds", ""),
+                     f"{stats.get('min', float('nan')):.2f}", f"{stats.get('median', float('nan')):.2f}",
+                     f"{stats.get('max', float('nan')):.2f}"))
+    lines += _table(["group", "benchmark", "rounds", "min s", "median s", "max s"], rows)
+    return lines + [""]
+
+
+def leaderboard_section(results: Path) -> list[str]:
+    lines = ["## Default leaderboard wall time", ""]
+    records = []
+    unreadable = 0
+    for path in sorted(results.glob("*/*/seed*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            unreadable += 1
+    board = results / "leaderboard.md"
+    wall_line = None
+    if board.is_file():
+        for line in board.read_text().splitlines():
+            if "wall time" in line.lower() and "sum of run times" in line.lower():
+                wall_line = line.strip()
+                break
+    if not records and not board.is_file():
+        return lines + [(f"Not yet generated (no run records under `{results}` and no "
+                        "`leaderboard.md`); `make leaderboard` writes them."), ""]
+    total = sum(float((r.get("timings") or {}).get("total_s") or 0.0) for r in records)
+    ok = sum(1 for r in records if r.get("status") == "ok")
+    labels = {r.get("label") for r in records}
+    benchmarks = {r.get("benchmark") for r in records}
+    lines.append(f"- run records: {len(records)} ({ok} ok) over {len(benchmarks)} benchmarks x "
+                 f"{len(labels)} labels" + (f"; {unreadable} unreadable" if unreadable else ""))
+    lines.append(f"- sum of run times (`timings.total_s`): {total:.0f} s = {total / 60:.1f} min = "
+                 f"{total / 3600:.2f} h")
+    if board.is_file():
+        lines.append(f"- recorded in `leaderboard.md`: {wall_line or '(no wall-time line found)'}")
+    else:
+        lines.append("- `leaderboard.md`: not yet generated")
+    return lines + [""]
+
+
+def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path) -> str:
+    bench, bench_error = _load_json(bench_path)
+    extra, extra_error = _load_json(extra_path)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    lines = ["# mergecl performance report", ""]
+    lines.append(f"Generated {_when(now)} by `{REPORT_COMMAND}` from `{_rel(bench_path)}` "
+                 f"({'pytest-benchmark, ' + _when(bench.get('datetime')) if bench else 'absent'}) and "
+                 f"`{_rel(extra_path)}` ({'suite finished ' + _when(extra.get('finished_at')) if extra else 'absent'}).")
+    lines.append("")
+    lines.append(f"Regenerate: `make bench`, i.e. `{SUITE_COMMAND}` then `{REPORT_COMMAND}`.")
+    if extra:
+        minutes = (extra.get("suite_seconds") or 0) / 60
+        lines.append(f"The measurements below came from `{extra.get('command')}` "
+                     f"(exit status {extra.get('exit_status')}, {minutes:.1f} min"
+                     f"{', strict' if extra.get('strict') else ''}).")
+    if extra_error:
+        lines.append(extra_error)
+    lines.append("")
+    lines += machine_section(extra, bench)
+    lines += ratio_sections(extra)
+    lines += benchmark_section(bench, bench_error)
+    lines += leaderboard_section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    default_results = Path(os.environ.get("MERGECL_PERF_DIR") or REPO / "results")
+    parser = argparse.ArgumentParser(prog="python -m bench.perf_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=default_results,
+                        help="results directory (leaderboard records, perf files); default %(default)s")
+    parser.add_argument("--json", type=Path, default=None, help="pytest-benchmark JSON (default RESULTS/perf.json)")
+    parser.add_argument("--extra", type=Path, default=None, help="side file (default RESULTS/perf_extra.json)")
+    parser.add_argument("--out", type=Path, default=None, help="report to write (default RESULTS/perf.md)")
+    args = parser.parse_args(argv)
+    results = args.results
+    bench_path = args.json or results / "perf.json"
+    extra_path = args.extra or results / "perf_extra.json"
+    out = args.out or results / "perf.md"
+    text = build_report(results, bench_path, extra_path, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Training-stage performance: P&M's per-step cost over SeqFT, and the harness's overhead.
+
+3. P&M step / SeqFT step on the same EfficientNet-Lite0 (32 px, batch 64, channels_last,
+   2 threads), same batches, full and LoRA parameterisations, three ways:
+
+   * ``paired whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
+     ``after_backward``) driven around one bare optimisation step, alternating P&M / SeqFT step
+     by step on the same model; ratio of the two series' medians (bootstrap 95 % interval).
+   * ``hook cost`` -- the hooks alone in blocks (the natural mix of s = 0 and s = ±ε draws),
+     each block next to a SeqFT step: 1 + hook time / step time. Whole steps on a shared
+     machine vary by several percent, more than the 3 % to resolve; the hooks' own cost is
+     measured far more precisely. A candidate cheaper perturbation for full fine-tuning
+     (:func:`proposed_perturb` / :func:`proposed_restore`) is timed beside it.
+   * ``through the strategy`` (full) -- in the harness test below: a P&M strategy and the
+     SeqFT strategy train the same experience in turns; per-iteration times from a timing
+     plugin (``train_seconds / train_steps`` reported beside them).
+
+4. Harness overhead: one experience through ``MergeCLStrategy`` + the SeqFT plugin (+ the
+   accuracy collector, as in ``run_one``) vs a bare PyTorch loop doing the same optimisation
+   steps: same model object, same batches (same seeded ``TensorBatches``), same AdamW groups,
+   same masked loss. A cProfile of one strategy experience says what the difference costs.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import types
+from pathlib import Path
+from time import perf_counter
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+from bench.config import RunConfig, resolve_run
+
+KINDS = ("full", "lora")
+BATCH = 64
+STEP_PAIRS = 24
+WARMUP_STEPS = 3
+HOOK_BLOCKS = 6
+HOOK_BLOCK = 10
+HARNESS_ROUNDS = 4
+
+PNM_STEP_TARGET = 1.03
+HARNESS_TARGET = 1.10
+
+CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def run_config(method: str, kind: str, data_root: Path | None = None, **overrides) -> RunConfig:
+    """The default protocol's split-MNIST settings (100 images per class, 2 epochs, batch 64:
+    8 optimisation steps per experience), spelled out so that preset edits do not move them."""
+    values = {
+        "parameterisation": kind, "threads": 2, "image_size": 32, "batch_size": BATCH,
+        "channels_last": True, "freeze_bn": True, "head_init": "zero", "optimizer": "adamw",
+        "lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "grad_clip": None,
+        "loss_mask": "current", "train_per_class": 100, "test_per_class": 20, "epochs": 2,
+        "max_steps_per_exp": None, "n_experiences": 5,
+    }
+    if data_root is not None:
+        values["data_root"] = str(data_root)
+    values.update(overrides)
+    return resolve_run(method, "split-mnist", 0, "default", values)
+
+
+def method_for(cfg: RunConfig, space, built=None):
+    from bench.runner import _task_batches, method_class, method_params
+    from methods.base import MethodContext
+
+    if built is not None:
+        classes, n_classes, scenario = built.classes_per_experience, built.n_classes, built.scenario
+        batches = _task_batches(built, cfg)
+    else:
+        classes, n_classes, scenario, batches = CLASSES, 10, "class-incremental", None
+    context = MethodContext(space=space, classes_per_experience=classes, n_classes=n_classes,
+                            scenario=scenario, head_rule=cfg.head_rule, batches=batches,
+                            seed=cfg.seed, config=cfg,
+                            generator=torch.Generator().manual_seed(cfg.seed + 12345))
+    return method_class(cfg)(method_params(cfg), context)
+
+
+def build_model_and_space(cfg: RunConfig, n_classes: int = 10):
+    from bench.runner import build_model, build_space_for
+
+    model = build_model(cfg, n_classes)
+    return model, build_space_for(cfg, model)
+
+
+def loss_offsets(classes: list[int], n_classes: int = 10) -> torch.Tensor:
+    offsets = torch.full((n_classes,), float("-inf"))
+    offsets[classes] = 0.0
+    return offsets
+
+
+# ----------------------------------------------------------------------------- candidate fix
+@torch.no_grad()
+def proposed_perturb(pnm, s: float) -> None:
+    """Candidate for ``PerturbAndMerge.before_forward`` (task-vector, full): the same
+    θ ← θ + s·(θ − θ̂_{t-1}) as one in-place ``lerp_`` per tensor (no temporary), batched with
+    the ``torch._foreach_*`` ops: 2 calls instead of 3 Python-level ops and an allocation per
+    parameter."""
+    params = list(pnm._dense.values())
+    torch._foreach_copy_([pnm._saved[n] for n in pnm._dense], params)
+    torch._foreach_lerp_(params, [pnm._dense_start[n] for n in pnm._dense], -s)
+
+
+@torch.no_grad()
+def proposed_restore(pnm) -> None:
+    """Candidate for ``PerturbAndMerge.after_backward``: one ``_foreach_copy_``."""
+    torch._foreach_copy_(list(pnm._dense.values()), [pnm._saved[n] for n in pnm._dense])
+
+
+# ----------------------------------------------------------------------------- 3. paired steps
+@pytest.mark.benchmark(group="pnm-step")
+@pytest.mark.parametrize("kind", KINDS)
+def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
+    torch.manual_seed(0)
+    cfg = run_config("pnm", kind)
+    model, space = build_model_and_space(cfg)
+    pnm = method_for(cfg, space)
+    seqft = method_for(run_config("seqft", kind), space)
+    stub = types.SimpleNamespace(experience=types.SimpleNamespace(current_experience=0), model=model)
+    seqft.before_training_exp(stub)
+    pnm.before_training_exp(stub)  # snapshots θ̂_{t-1}; both plugins see the same model
+    optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(BATCH, 1, 32, 32, generator=generator),
+                torch.randint(0, 2, (BATCH,), generator=generator)) for _ in range(4)]
+    offsets = loss_offsets(CLASSES[0])
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    counter = [0]
+
+    def step(plugin) -> float:
+        x, y = batches[counter[0] % len(batches)]
+        counter[0] += 1
+        started = perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        plugin.before_forward(stub)
+        out = model(x.contiguous(memory_format=torch.channels_last))
+        loss = criterion(out + offsets, y)
+        loss.backward()
+        plugin.after_backward(stub)
+        optimizer.step()
+        return perf_counter() - started
+
+    for _ in range(WARMUP_STEPS):
+        step(seqft), step(pnm)
+    times = {"seqft": [], "pnm": []}
+    pair_no = [0]
+
+    def one_pair() -> None:
+        i = pair_no[0]
+        pair_no[0] += 1
+        order = ("seqft", "pnm") if i % 2 == 0 else ("pnm", "seqft")
+        for name in order:
+            times[name].append(step(seqft if name == "seqft" else pnm))
+
+    perf.run_rounds(benchmark, one_pair, STEP_PAIRS)
+    perturbed = sum(1 for d in pnm.step_draws if d != 0.0)
+
+    # Component estimate: the hooks alone, in blocks of HOOK_BLOCK calls (the natural mix of
+    # s = 0 and s = ±ε draws), each block next to a SeqFT step; far less noisy than whole steps.
+    seqft_ref: list[float] = []
+    hook_blocks: list[float] = []
+    proposed_blocks: list[float] = []
+    for _ in range(HOOK_BLOCKS):
+        seqft_ref.append(step(seqft))
+        started = perf_counter()
+        for _ in range(HOOK_BLOCK):
+            pnm.before_forward(stub)
+            pnm.after_backward(stub)
+        hook_blocks.append((perf_counter() - started) / HOOK_BLOCK)
+        if kind == "full":
+            started = perf_counter()
+            for _ in range(HOOK_BLOCK):
+                s = pnm._draw()
+                if s != 0.0:
+                    proposed_perturb(pnm, s)
+                    proposed_restore(pnm)
+            proposed_blocks.append((perf_counter() - started) / HOOK_BLOCK)
+    perturbed = sum(1 for d in pnm.step_draws if d != 0.0)
+
+    summary = perf.ratio_summary(times["pnm"], times["seqft"])
+    hooks = perf.ratio_summary(hook_blocks, seqft_ref)
+    details = {"pairs": STEP_PAIRS, "perturbed_fraction": round(perturbed / max(1, len(pnm.step_draws)), 3),
+               "median_step_s": {k: round(perf.median(v), 4) for k, v in times.items()},
+               "step_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
+               "hooks_ms_per_step": round(perf.median(hook_blocks) * 1e3, 3),
+               "hooks_over_seqft_step": hooks, **summary}
+    note = (f"hooks alone {perf.median(hook_blocks) * 1e3:.1f} ms per step on average = "
+            f"{hooks['ratio']:.1%} of a SeqFT step")
+    if proposed_blocks:
+        proposed = perf.ratio_summary(proposed_blocks, seqft_ref)
+        details["proposed_hooks_ms_per_step"] = round(perf.median(proposed_blocks) * 1e3, 3)
+        details["proposed_over_seqft_step"] = proposed
+        note += (f"; proposed foreach/lerp hooks {perf.median(proposed_blocks) * 1e3:.1f} ms "
+                 f"= {proposed['ratio']:.1%}")
+    benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
+    perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), paired whole steps",
+                summary["ratio"], target=PNM_STEP_TARGET, summary=summary,
+                baseline="SeqFT step on the same model and batch, alternating", details=details,
+                note=note)
+    perf.record(f"3.pnm_step_hooks.{kind}",
+                f"P&M step / SeqFT step ({kind}), 1 + hook cost / SeqFT step",
+                1.0 + hooks["ratio"], target=PNM_STEP_TARGET,
+                baseline="SeqFT steps timed between the hook blocks",
+                note=(f"95% CI {1 + hooks['ci95'][0]:.3f}-{1 + hooks['ci95'][1]:.3f}; "
+                      f"{HOOK_BLOCKS} blocks of {HOOK_BLOCK} hook calls; "
+                      f"perturbed steps {details['perturbed_fraction']:.0%}")
+                if hooks.get("ci95") else "")
+    if proposed_blocks:
+        perf.record("3.pnm_step_hooks.full_proposed",
+                    "P&M step / SeqFT step (full) with the proposed foreach/lerp hooks",
+                    1.0 + proposed["ratio"], baseline="SeqFT steps timed between the hook blocks",
+                    note="proposed_perturb / proposed_restore in this file")
+
+
+# ----------------------------------------------------------------------------- strategy helpers
+def build_strategy(cfg: RunConfig, built, method_name: str, extra: list | None = None):
+    from bench.strategy import AccuracyCollector, MergeCLStrategy
+
+    model, space = build_model_and_space(cfg, built.n_classes)
+    method = method_for(cfg, space, built)
+    collector = AccuracyCollector(built.classes_per_experience, built.n_classes,
+                                  built.scenario == "class-incremental")
+    strategy = MergeCLStrategy(
+        model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr),
+        config=cfg, classes_per_experience=built.classes_per_experience, n_classes=built.n_classes,
+        train_tensors=built.train_tensors, test_tensors=built.test_tensors,
+        plugins=[method, *method.extra_plugins(), collector, *(extra or [])],
+        generator=torch.Generator().manual_seed(cfg.seed))
+    return strategy, model, space, method
+
+
+@pytest.fixture(scope="module")
+def split_mnist(data_root):
+    from bench.benchmarks import build_benchmark
+
+    return build_benchmark(run_config("seqft", "full", data_root))
+
+
+# ----------------------------------------------------------------------------- timing plugin
+class StepTimer(SupervisedPlugin):
+    """Duration of every training iteration (before_training_iteration → after_training_iteration)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durations: list[float] = []
+        self._started = 0.0
+
+    def before_training_iteration(self, strategy, *args, **kwargs) -> None:
+        self._started = perf_counter()
+
+    def after_training_iteration(self, strategy, *args, **kwargs) -> None:
+        self.durations.append(perf_counter() - self._started)
+
+
+
+# ----------------------------------------------------------------------------- 4. harness overhead
+# functions whose cumulative time is the training computation itself, not harness overhead
+_COMPUTE_WRAPPERS = ("(train)", "(_train_exp)", "(training_epoch)", "(_run)", "(backward)",
+                     "(forward)", "(optimizer_step)", "(_wrapped_call_impl)", "(_call_impl)")
+
+
+def _profile_breakdown(profile: cProfile.Profile, wall: float) -> dict:
+    """tottime by where the code lives, and the costliest non-torch Python functions."""
+    stats = pstats.Stats(profile)
+    by_area: dict[str, float] = {}
+    python_side = []
+    for (filename, line, function), (_, ncalls, tottime, cumtime, _) in stats.stats.items():
+        if filename == "~" or filename.startswith("<"):
+            area = "torch/C builtins"
+        elif "/avalanche/" in filename:
+            area = "avalanche"
+        elif "/torch/" in filename:
+            area = "torch (python)"
+        elif "/timm/" in filename or "/peft/" in filename:
+            area = "timm/peft (python)"
+        elif "/bench/" in filename or "/methods/" in filename:
+            area = "mergecl"
+        else:
+            area = "other python"
+        by_area[area] = by_area.get(area, 0.0) + tottime
+        if area in ("avalanche", "mergecl"):
+            short = "/".join(Path(filename).parts[-2:])
+            python_side.append((cumtime, tottime, ncalls, f"{short}:{line}({function})"))
+    python_side.sort(reverse=True)
+    top = [{"function": name, "calls": calls, "cum_s": round(cum, 4), "self_s": round(own, 4)}
+           for cum, own, calls, name in python_side
+           if not name.endswith(_COMPUTE_WRAPPERS)][:12]
+    return {"wall_s": round(wall, 3),
+            "self_seconds_by_area": {k: round(v, 4) for k, v in sorted(by_area.items(), key=lambda kv: -kv[1])},
+            "top_avalanche_and_mergecl": top}
+
+
+@pytest.mark.benchmark(group="harness")
+def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnist):
+    """4 (and 3 through the strategy): one experience via MergeCLStrategy vs a bare loop.
+
+    Per round, in rotating order: the SeqFT strategy, the bare loop on the *same* model object,
+    and a P&M strategy (own model, same initial weights and batches). Harness overhead = wall
+    time of ``strategy.train(experience)`` / the bare loop's; P&M through the strategy =
+    per-iteration times of the P&M strategy / the SeqFT strategy's (a timing plugin).
+    """
+    from bench.strategy import TensorBatches
+
+    built = split_mnist
+    cfg = run_config("seqft", "full", data_root)
+    timers = {"strategy": StepTimer(), "pnm": StepTimer()}
+    strategy, model, space, _ = build_strategy(cfg, built, "seqft", extra=[timers["strategy"]])
+    pnm_cfg = run_config("pnm", "full", data_root, params={"fisher_samples": 16})
+    pnm_strategy, *_ = build_strategy(pnm_cfg, built, "pnm", extra=[timers["pnm"]])
+    strategies = {"strategy": strategy, "pnm": pnm_strategy}
+    experience = built.train_stream[0]
+    x, y = built.train_tensors[0]
+    offsets = loss_offsets(built.classes_per_experience[0], built.n_classes)
+    criterion = nn.CrossEntropyLoss()
+    seed = 4321
+    steps_done: dict[str, list[int]] = {"strategy": [], "pnm": [], "bare": []}
+    inside: dict[str, list[float]] = {"strategy": [], "pnm": []}
+    iterations: dict[str, list[float]] = {"strategy": [], "pnm": []}
+
+    def through(name: str) -> None:
+        chosen, timer = strategies[name], timers[name]
+        seconds, steps = chosen.train_seconds, chosen.train_steps
+        timer.durations.clear()
+        chosen.generator.manual_seed(seed)  # the bare loop's batches, in the same order
+        chosen.train(experience)
+        inside[name].append(chosen.train_seconds - seconds)
+        steps_done[name].append(chosen.train_steps - steps)
+        iterations[name].extend(timer.durations)
+
+    def bare_loop() -> None:
+        model.train()
+        optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr),
+                                      weight_decay=cfg.weight_decay)
+        batches = TensorBatches(x, y, cfg.batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed))
+        n = 0
+        for _ in range(cfg.epochs):
+            for xb, yb, _task in batches:
+                optimizer.zero_grad(set_to_none=True)
+                out = model(xb.contiguous(memory_format=torch.channels_last))
+                loss = criterion(out + offsets, yb)
+                loss.backward()
+                optimizer.step()
+                n += 1
+        steps_done["bare"].append(n)
+
+    variants = {"strategy": lambda: through("strategy"), "bare": bare_loop,
+                "pnm": lambda: through("pnm")}
+    for run in variants.values():  # warm-up (first P&M merge, allocator)
+        run()
+    for series in (*inside.values(), *iterations.values()):
+        series.clear()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    round_no = [0]
+
+    def one_round() -> None:
+        got = perf.interleave(variants, 1, offset=round_no[0])
+        round_no[0] += 1
+        for name, seconds in got.items():
+            times[name].extend(seconds)
+
+    perf.run_rounds(benchmark, one_round, HARNESS_ROUNDS)
+    assert steps_done["strategy"][-1] == steps_done["bare"][-1] == steps_done["pnm"][-1] > 0
+
+    profile = cProfile.Profile()
+    started = perf_counter()
+    profile.enable()
+    through("strategy")
+    profile.disable()
+    breakdown = _profile_breakdown(profile, perf_counter() - started)
+
+    rounds = slice(0, HARNESS_ROUNDS)
+    summary = perf.ratio_summary(times["strategy"], times["bare"])
+    steps_only = perf.ratio_summary(inside["strategy"][rounds], times["bare"])
+    outside = [w - i for w, i in zip(times["strategy"], inside["strategy"][rounds])]
+    n_iter = HARNESS_ROUNDS * steps_done["bare"][-1]
+    pnm_steps = perf.ratio_summary(iterations["pnm"][:n_iter], iterations["strategy"][:n_iter])
+    details = {"rounds": HARNESS_ROUNDS, "steps": steps_done["bare"][-1],
+               "median_s": {k: round(perf.median(v), 3) for k, v in times.items()},
+               "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+               "strategy_step_time_over_bare": steps_only,
+               "outside_steps_median_s": round(perf.median(outside), 4),
+               "profile": breakdown, **summary}
+    benchmark.extra_info.update({k: v for k, v in details.items() if k not in ("profile", "seconds")})
+    benchmark.extra_info["pnm_over_seqft_iteration"] = pnm_steps
+    perf.record("4.harness.strategy_vs_bare", "one experience: MergeCLStrategy + SeqFT plugin / bare loop",
+                summary["ratio"], target=HARNESS_TARGET,
+                baseline=f"bare PyTorch loop, same model/batches/AdamW ({details['steps']} steps)",
+                details=details, summary=summary,
+                note=(f"inside the timed steps {steps_only['ratio']:.3f}x; outside the steps "
+                      f"{perf.median(outside):.3f} s per experience = "
+                      f"{perf.median(outside) / perf.median(times['bare']):.1%} of the bare loop"))
+    cross = (perf.median([i / n for i, n in zip(inside["pnm"], steps_done["pnm"])])
+             / perf.median([i / n for i, n in zip(inside["strategy"], steps_done["strategy"])]))
+    perf.record("3.pnm_step_strategy.full", "P&M step / SeqFT step (full) through MergeCLStrategy",
+                pnm_steps["ratio"], target=PNM_STEP_TARGET, summary=pnm_steps,
+                baseline="SeqFT plugin through the same strategy and batches, interleaved",
+                details={"iterations": n_iter, "iteration_s": {k: [round(t, 4) for t in v[:n_iter]]
+                                                               for k, v in iterations.items()}},
+                note=f"per-iteration times (timing plugin); train_s/train_steps gives {cross:.3f}x")
