@@ -122,9 +122,10 @@ def ratio_sections(extra: dict | None) -> list[str]:
     lines = ["## Ratios vs targets", "",
              f"{len(targeted) - len(misses)} of {len(targeted)} targets met"
              + (f"; missed: {', '.join(misses)}." if misses else "."),
-             ("Value = ratio of the medians of two interleaved series (variants timed in turns); "
-             "the notes give a bootstrap 95 % interval, flagged inconclusive when it contains the "
-             "target."), ""]
+             ("Value = ratio of the lower quartiles of two interleaved series (variants timed in "
+             "turns; on a shared machine noise only adds time, in bursts, and the lower quartile "
+             "stays on the clean samples). The notes give a bootstrap 95 % interval, flagged "
+             "inconclusive when it contains the target, and the ratio of medians."), ""]
     rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), _fmt_target(v),
              STATUS_MARK.get(v.get("status"), v.get("status")), v.get("baseline", ""), v.get("note", ""))
             for key, v in targeted]

@@ -4,8 +4,8 @@
    over 64 samples, with the settings ``MergeMethod.estimate_fisher`` uses: model in eval mode,
    ``channels_last`` input re-layout off (vmap cannot re-layout per-sample inputs), batches and
    vmap chunks of 32, every mergeable parameter of the full parameterisation, the loss restricted
-   to the current experience's classes. Interleaved rounds; the speed-up is the median of the
-   per-round ratios loop / vmap. The two must agree (same estimator).
+   to the current experience's classes. Interleaved rounds; the speed-up is loop time / vmap
+   time (lower quartiles of the rounds, see ``conftest.HEADLINE_QUANTILE``). The two must agree (same estimator).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 
    * ``paired whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
      ``after_backward``) driven around one bare optimisation step, alternating P&M / SeqFT step
-     by step on the same model; ratio of the two series' medians (bootstrap 95 % interval).
+     by step on the same model; ratio of the two series' lower quartiles (bootstrap 95 %
+     interval; see ``conftest.HEADLINE_QUANTILE``).
    * ``hook cost`` -- the hooks alone in blocks (the natural mix of s = 0 and s = ±ε draws),
      each block next to a SeqFT step: 1 + hook time / step time. Whole steps on a shared
      machine vary by several percent, more than the 3 % to resolve; the hooks' own cost is
@@ -191,13 +192,13 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
                "step_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
                "hooks_ms_per_step": round(perf.median(hook_blocks) * 1e3, 3),
                "hooks_over_seqft_step": hooks, **summary}
-    note = (f"hooks alone {perf.median(hook_blocks) * 1e3:.1f} ms per step on average = "
+    note = (f"hooks alone {perf.quantile(hook_blocks, 0.25) * 1e3:.1f} ms per step on average = "
             f"{hooks['ratio']:.1%} of a SeqFT step")
     if proposed_blocks:
         proposed = perf.ratio_summary(proposed_blocks, seqft_ref)
         details["proposed_hooks_ms_per_step"] = round(perf.median(proposed_blocks) * 1e3, 3)
         details["proposed_over_seqft_step"] = proposed
-        note += (f"; proposed foreach/lerp hooks {perf.median(proposed_blocks) * 1e3:.1f} ms "
+        note += (f"; proposed foreach/lerp hooks {perf.quantile(proposed_blocks, 0.25) * 1e3:.1f} ms "
                  f"= {proposed['ratio']:.1%}")
     benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
     perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), paired whole steps",
@@ -259,7 +260,6 @@ class StepTimer(SupervisedPlugin):
         self.durations.append(perf_counter() - self._started)
 
 
-
 # ----------------------------------------------------------------------------- 4. harness overhead
 # functions whose cumulative time is the training computation itself, not harness overhead
 _COMPUTE_WRAPPERS = ("(train)", "(_train_exp)", "(training_epoch)", "(_run)", "(backward)",
@@ -273,7 +273,7 @@ def _profile_breakdown(profile: cProfile.Profile, wall: float) -> dict:
     python_side = []
     for (filename, line, function), (_, ncalls, tottime, cumtime, _) in stats.stats.items():
         if filename == "~" or filename.startswith("<"):
-            area = "torch/C builtins"
+            area = "C builtins (torch ops)"
         elif "/avalanche/" in filename:
             area = "avalanche"
         elif "/torch/" in filename:
@@ -355,7 +355,7 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
                 "pnm": lambda: through("pnm")}
     for run in variants.values():  # warm-up (first P&M merge, allocator)
         run()
-    for series in (*inside.values(), *iterations.values()):
+    for series in (*inside.values(), *iterations.values(), *steps_done.values()):
         series.clear()
     times: dict[str, list[float]] = {name: [] for name in variants}
     round_no = [0]
@@ -396,9 +396,9 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
                 details=details, summary=summary,
                 note=(f"inside the timed steps {steps_only['ratio']:.3f}x; outside the steps "
                       f"{perf.median(outside):.3f} s per experience = "
-                      f"{perf.median(outside) / perf.median(times['bare']):.1%} of the bare loop"))
-    cross = (perf.median([i / n for i, n in zip(inside["pnm"], steps_done["pnm"])])
-             / perf.median([i / n for i, n in zip(inside["strategy"], steps_done["strategy"])]))
+                      f"{perf.median(outside) / perf.quantile(times['bare'], 0.25):.1%} of the bare loop"))
+    cross = (perf.quantile([i / n for i, n in zip(inside["pnm"], steps_done["pnm"])], 0.25)
+             / perf.quantile([i / n for i, n in zip(inside["strategy"], steps_done["strategy"])], 0.25))
     perf.record("3.pnm_step_strategy.full", "P&M step / SeqFT step (full) through MergeCLStrategy",
                 pnm_steps["ratio"], target=PNM_STEP_TARGET, summary=pnm_steps,
                 baseline="SeqFT plugin through the same strategy and batches, interleaved",
