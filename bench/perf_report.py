@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,16 @@ def _fmt_target(entry: dict) -> str:
     unit = entry.get("unit", "x")
     target = entry["target"]
     return f"{op} {target:g}{'x' if unit.strip() == 'x' else unit}"
+
+
+def _load(entry: dict) -> str:
+    """1-minute load average when recorded, and the contention probe at the test's start."""
+    parts = []
+    if entry.get("load_avg"):
+        parts.append(f"{entry['load_avg'][0]:.1f}")
+    if entry.get("contention_at_test_start") is not None:
+        parts.append(f"probe {entry['contention_at_test_start']:.2g}")
+    return " / ".join(parts)
 
 
 def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
@@ -125,16 +136,21 @@ def ratio_sections(extra: dict | None) -> list[str]:
              ("Value = ratio of the lower quartiles of two interleaved series (variants timed in "
              "turns; on a shared machine noise only adds time, in bursts, and the lower quartile "
              "stays on the clean samples). The notes give a bootstrap 95 % interval, flagged "
-             "inconclusive when it contains the target, and the ratio of medians."), ""]
+             "inconclusive when it contains the target, and the ratio of medians. Column load: "
+             "1-minute load average when the figure was recorded / contention probe when its "
+             "test began (2-thread / 1-thread time of a small parallel op; ~0.5 idle, >> 1 "
+             "contended -- such rows are noise-dominated)."), ""]
     rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), _fmt_target(v),
-             STATUS_MARK.get(v.get("status"), v.get("status")), v.get("baseline", ""), v.get("note", ""))
+             STATUS_MARK.get(v.get("status"), v.get("status")), _load(v), v.get("baseline", ""),
+             v.get("note", ""))
             for key, v in targeted]
-    lines += _table(["key", "measurement", "value", "target", "status", "baseline", "notes"], rows)
+    lines += _table(["key", "measurement", "value", "target", "status", "load", "baseline", "notes"],
+                    rows)
     if info:
         lines += ["", "## Other measurements (no target)", ""]
-        rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), v.get("baseline", ""),
-                 v.get("note", "")) for key, v in info]
-        lines += _table(["key", "measurement", "value", "baseline", "notes"], rows)
+        rows = [(key, v["title"], _fmt_value(v["value"], v.get("unit", "x")), _load(v),
+                 v.get("baseline", ""), v.get("note", "")) for key, v in info]
+        lines += _table(["key", "measurement", "value", "load", "baseline", "notes"], rows)
     profile = None
     for v in records.values():
         profile = (v.get("details") or {}).get("profile") or profile
@@ -181,11 +197,11 @@ def leaderboard_section(results: Path) -> list[str]:
         except (OSError, ValueError):
             unreadable += 1
     board = results / "leaderboard.md"
-    wall_line = None
+    runs_line = None
     if board.is_file():
         for line in board.read_text().splitlines():
-            if "wall time" in line.lower() and "sum of run times" in line.lower():
-                wall_line = line.strip()
+            if "sum of run times" in line.lower():
+                runs_line = line.strip()
                 break
     if not records and not board.is_file():
         return lines + [(f"Not yet generated (no run records under `{results}` and no "
@@ -198,10 +214,16 @@ def leaderboard_section(results: Path) -> list[str]:
                  f"{len(labels)} labels" + (f"; {unreadable} unreadable" if unreadable else ""))
     lines.append(f"- sum of run times (`timings.total_s`): {total:.0f} s = {total / 60:.1f} min = "
                  f"{total / 3600:.2f} h")
-    if board.is_file():
-        lines.append(f"- recorded in `leaderboard.md`: {wall_line or '(no wall-time line found)'}")
-    else:
+    if not board.is_file():
         lines.append("- `leaderboard.md`: not yet generated")
+    elif runs_line is None:
+        lines.append("- `leaderboard.md`: no run-time line found")
+    else:
+        lines.append(f"- `leaderboard.md` says: {runs_line.replace('**', '')}")
+        wall = re.search(r"wall time ([0-9.]+) min", runs_line)
+        lines.append(f"- recorded wall time of the invocation that wrote it: {wall.group(1)} min"
+                     if wall else "- recorded wall time: none (that `leaderboard.md` was written from "
+                     "existing records, e.g. `--tables-only`; the runs' own times are summed above)")
     return lines + [""]
 
 

@@ -416,10 +416,13 @@ def perf(request: pytest.FixtureRequest) -> PerfRecorder:
     recorder = request.config.stash[_RECORDER]
     recorder.probe_contention("start")
     original = recorder.record
+    at_start = contention_probe(reps=20)  # how loaded the machine was when this test began
 
     def record(*args: Any, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("node", request.node.nodeid)
-        return original(*args, **kwargs)
+        entry = original(*args, **kwargs)
+        entry["contention_at_test_start"] = at_start["two_over_one"]
+        return entry
 
     view = _RecorderView(recorder, record)
     return view  # type: ignore[return-value]

@@ -3,15 +3,14 @@
 3. P&M step / SeqFT step on the same EfficientNet-Lite0 (32 px, batch 64, channels_last,
    2 threads), same batches, full and LoRA parameterisations, three ways:
 
-   * ``paired whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
-     ``after_backward``) driven around one bare optimisation step, alternating P&M / SeqFT step
-     by step on the same model; ratio of the two series' lower quartiles (bootstrap 95 %
-     interval; see ``conftest.HEADLINE_QUANTILE``).
-   * ``hook cost`` -- the hooks alone in blocks (the natural mix of s = 0 and s = ±ε draws),
-     each block next to a SeqFT step: 1 + hook time / step time. Whole steps on a shared
-     machine vary by several percent, more than the 3 % to resolve; the hooks' own cost is
-     measured far more precisely. A candidate cheaper perturbation for full fine-tuning
-     (:func:`proposed_perturb` / :func:`proposed_restore`) is timed beside it.
+   * ``whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
+     ``after_backward``) driven around one bare optimisation step, P&M / SeqFT (/ P&M with the
+     candidate cheaper hooks :class:`ProposedPnMHooks`, full only)
+     taking turns step by step on the same model; ratio of the series' lower quartiles
+     (bootstrap 95 % interval; see ``conftest.HEADLINE_QUANTILE``).
+   * ``hook cost`` -- the hooks' own time, measured inside those same P&M steps: 1 + mean hook
+     time per step / SeqFT step. Whole steps on a shared machine vary by a few percent, about
+     the 3 % to resolve; the hooks' own time is far less noisy.
    * ``through the strategy`` (full) -- in the harness test below: a P&M strategy and the
      SeqFT strategy train the same experience in turns; per-iteration times from a timing
      plugin (``train_seconds / train_steps`` reported beside them).
@@ -26,6 +25,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import statistics
 import types
 from pathlib import Path
 from time import perf_counter
@@ -39,10 +39,8 @@ from bench.config import RunConfig, resolve_run
 
 KINDS = ("full", "lora")
 BATCH = 64
-STEP_PAIRS = 24
+STEP_ROUNDS = 30
 WARMUP_STEPS = 3
-HOOK_BLOCKS = 6
-HOOK_BLOCK = 10
 HARNESS_ROUNDS = 4
 
 PNM_STEP_TARGET = 1.03
@@ -97,21 +95,65 @@ def loss_offsets(classes: list[int], n_classes: int = 10) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- candidate fix
-@torch.no_grad()
-def proposed_perturb(pnm, s: float) -> None:
-    """Candidate for ``PerturbAndMerge.before_forward`` (task-vector, full): the same
-    θ ← θ + s·(θ − θ̂_{t-1}) as one in-place ``lerp_`` per tensor (no temporary), batched with
-    the ``torch._foreach_*`` ops: 2 calls instead of 3 Python-level ops and an allocation per
-    parameter."""
-    params = list(pnm._dense.values())
-    torch._foreach_copy_([pnm._saved[n] for n in pnm._dense], params)
-    torch._foreach_lerp_(params, [pnm._dense_start[n] for n in pnm._dense], -s)
+class ProposedPnMHooks:
+    """Candidate for ``PerturbAndMerge.before_forward`` / ``after_backward`` (task-vector, full).
+
+    Instead of saving θ (copy), perturbing it in place (a temporary θ − θ̂ per tensor, then an
+    add) and copying θ back after the backward pass -- about ten passes over the dense weights
+    per perturbed step -- it writes θ + s·(θ − θ̂_{t-1}) = lerp(θ̂_{t-1}, θ, 1 + s) once into a
+    preallocated buffer per parameter and points the parameter at it (``p.data = buffer``) for
+    the forward/backward pass; ``after_backward`` points it back. θ is never modified, the
+    gradient lands in ``p.grad`` as before (identical values), memory is the same as the
+    current ``_saved`` buffers. Same draws from the method's generator.
+    """
+
+    def __init__(self, pnm) -> None:
+        self.pnm = pnm
+        self.s = 0.0
+        self.buffers = {n: torch.empty_like(p) for n, p in pnm._dense.items()}
+        self.originals: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def before_forward(self, strategy) -> None:
+        self.s = self.pnm._draw()
+        if self.s == 0.0:
+            return
+        for name, p in self.pnm._dense.items():
+            buffer = self.buffers[name]
+            torch.lerp(self.pnm._dense_start[name], p, 1.0 + self.s, out=buffer)
+            self.originals[name] = p.data
+            p.data = buffer
+
+    @torch.no_grad()
+    def after_backward(self, strategy) -> None:
+        for name, original in self.originals.items():
+            self.pnm._dense[name].data = original
+        self.originals.clear()
 
 
-@torch.no_grad()
-def proposed_restore(pnm) -> None:
-    """Candidate for ``PerturbAndMerge.after_backward``: one ``_foreach_copy_``."""
-    torch._foreach_copy_(list(pnm._dense.values()), [pnm._saved[n] for n in pnm._dense])
+def check_proposed_hooks(model, pnm, proposed, stub, batch, offsets, criterion, s: float = 0.5) -> None:
+    x, y = batch
+
+    def gradient_and_weights(plugin):
+        model.zero_grad(set_to_none=True)
+        plugin.before_forward(stub)
+        torch.manual_seed(0)  # same dropout masks
+        criterion(model(x.contiguous(memory_format=torch.channels_last)) + offsets, y).backward()
+        plugin.after_backward(stub)
+        return ({n: p.grad.clone() for n, p in pnm._dense.items()},
+                {n: p.detach().clone() for n, p in pnm._dense.items()})
+
+    pnm._draw = lambda: s  # both draw through the method's generator: fix the draw
+    try:
+        grads, weights = gradient_and_weights(pnm)
+        pnm.step_draws.pop()
+        new_grads, new_weights = gradient_and_weights(proposed)
+    finally:
+        del pnm._draw
+    model.zero_grad(set_to_none=True)
+    for name in grads:
+        torch.testing.assert_close(new_grads[name], grads[name], rtol=1e-4, atol=1e-7)
+        assert torch.equal(new_weights[name], weights[name]), name
 
 
 # ----------------------------------------------------------------------------- 3. paired steps
@@ -125,7 +167,10 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     seqft = method_for(run_config("seqft", kind), space)
     stub = types.SimpleNamespace(experience=types.SimpleNamespace(current_experience=0), model=model)
     seqft.before_training_exp(stub)
-    pnm.before_training_exp(stub)  # snapshots θ̂_{t-1}; both plugins see the same model
+    pnm.before_training_exp(stub)  # snapshots θ̂_{t-1}; the plugins share the model
+    plugins = {"seqft": seqft, "pnm": pnm}
+    if kind == "full":
+        plugins["proposed"] = ProposedPnMHooks(pnm)
     optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr), weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.rand(BATCH, 1, 32, 32, generator=generator),
@@ -134,90 +179,83 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     criterion = nn.CrossEntropyLoss()
     model.train()
     counter = [0]
+    hook_seconds: dict[str, list[float]] = {name: [] for name in plugins}
 
-    def step(plugin) -> float:
+    def step(name: str) -> float:
+        plugin = plugins[name]
         x, y = batches[counter[0] % len(batches)]
         counter[0] += 1
         started = perf_counter()
         optimizer.zero_grad(set_to_none=True)
+        hooking = perf_counter()
         plugin.before_forward(stub)
+        hooked = perf_counter()
         out = model(x.contiguous(memory_format=torch.channels_last))
         loss = criterion(out + offsets, y)
         loss.backward()
+        unhooked = perf_counter()
         plugin.after_backward(stub)
+        restored = perf_counter()
         optimizer.step()
-        return perf_counter() - started
+        finished = perf_counter()
+        hook_seconds[name].append((hooked - hooking) + (restored - unhooked))
+        return finished - started
 
     for _ in range(WARMUP_STEPS):
-        step(seqft), step(pnm)
-    times = {"seqft": [], "pnm": []}
-    pair_no = [0]
+        for name in plugins:
+            step(name)
+    for series in hook_seconds.values():
+        series.clear()
+    if "proposed" in plugins:  # the candidate computes the same gradient and restores θ exactly
+        check_proposed_hooks(model, pnm, plugins["proposed"], stub, batches[0], offsets, criterion)
+    times: dict[str, list[float]] = {name: [] for name in plugins}
+    round_no = [0]
 
-    def one_pair() -> None:
-        i = pair_no[0]
-        pair_no[0] += 1
-        order = ("seqft", "pnm") if i % 2 == 0 else ("pnm", "seqft")
-        for name in order:
-            times[name].append(step(seqft if name == "seqft" else pnm))
+    def one_round() -> None:
+        got = perf.interleave({name: (lambda n=name: step(n)) for name in plugins}, 1,
+                              offset=round_no[0])
+        round_no[0] += 1
+        for name, seconds in got.items():
+            times[name].extend(seconds)
 
-    perf.run_rounds(benchmark, one_pair, STEP_PAIRS)
-    perturbed = sum(1 for d in pnm.step_draws if d != 0.0)
+    perf.run_rounds(benchmark, one_round, STEP_ROUNDS)
+    draws = pnm.step_draws
+    perturbed = sum(1 for d in draws if d != 0.0) / max(1, len(draws))
+    seqft_step = perf.quantile(times["seqft"], 0.25)
 
-    # Component estimate: the hooks alone, in blocks of HOOK_BLOCK calls (the natural mix of
-    # s = 0 and s = ±ε draws), each block next to a SeqFT step; far less noisy than whole steps.
-    seqft_ref: list[float] = []
-    hook_blocks: list[float] = []
-    proposed_blocks: list[float] = []
-    for _ in range(HOOK_BLOCKS):
-        seqft_ref.append(step(seqft))
-        started = perf_counter()
-        for _ in range(HOOK_BLOCK):
-            pnm.before_forward(stub)
-            pnm.after_backward(stub)
-        hook_blocks.append((perf_counter() - started) / HOOK_BLOCK)
-        if kind == "full":
-            started = perf_counter()
-            for _ in range(HOOK_BLOCK):
-                s = pnm._draw()
-                if s != 0.0:
-                    proposed_perturb(pnm, s)
-                    proposed_restore(pnm)
-            proposed_blocks.append((perf_counter() - started) / HOOK_BLOCK)
-    perturbed = sum(1 for d in pnm.step_draws if d != 0.0)
+    def hooks_share(name: str) -> float:
+        # hooks timed inside the real steps (cold caches included), per step on average
+        return statistics.fmean(hook_seconds[name]) / seqft_step
 
-    summary = perf.ratio_summary(times["pnm"], times["seqft"])
-    hooks = perf.ratio_summary(hook_blocks, seqft_ref)
-    details = {"pairs": STEP_PAIRS, "perturbed_fraction": round(perturbed / max(1, len(pnm.step_draws)), 3),
-               "median_step_s": {k: round(perf.median(v), 4) for k, v in times.items()},
+    summaries = {name: perf.ratio_summary(times[name], times["seqft"]) for name in plugins if name != "seqft"}
+    details = {"rounds": STEP_ROUNDS, "perturbed_fraction": round(perturbed, 3),
+               "q25_step_s": {k: round(perf.quantile(v, 0.25), 4) for k, v in times.items()},
                "step_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
-               "hooks_ms_per_step": round(perf.median(hook_blocks) * 1e3, 3),
-               "hooks_over_seqft_step": hooks, **summary}
-    note = (f"hooks alone {perf.quantile(hook_blocks, 0.25) * 1e3:.1f} ms per step on average = "
-            f"{hooks['ratio']:.1%} of a SeqFT step")
-    if proposed_blocks:
-        proposed = perf.ratio_summary(proposed_blocks, seqft_ref)
-        details["proposed_hooks_ms_per_step"] = round(perf.median(proposed_blocks) * 1e3, 3)
-        details["proposed_over_seqft_step"] = proposed
-        note += (f"; proposed foreach/lerp hooks {perf.quantile(proposed_blocks, 0.25) * 1e3:.1f} ms "
-                 f"= {proposed['ratio']:.1%}")
+               "hooks_ms_per_step": {k: round(statistics.fmean(v) * 1e3, 3) for k, v in hook_seconds.items()},
+               "summaries": summaries}
     benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
-    perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), paired whole steps",
-                summary["ratio"], target=PNM_STEP_TARGET, summary=summary,
-                baseline="SeqFT step on the same model and batch, alternating", details=details,
+    note = (f"P&M hooks inside the steps {statistics.fmean(hook_seconds['pnm']) * 1e3:.1f} ms per step "
+            f"on average = {hooks_share('pnm'):.1%} of a SeqFT step")
+    if "proposed" in summaries:
+        note += (f"; with the proposed buffer-swap hooks: whole step "
+                 f"{summaries['proposed']['ratio']:.3f}x, hooks {hooks_share('proposed'):.1%}")
+    perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), interleaved whole steps",
+                summaries["pnm"]["ratio"], target=PNM_STEP_TARGET, summary=summaries["pnm"],
+                baseline="SeqFT step on the same model and batch, in turns", details=details,
                 note=note)
     perf.record(f"3.pnm_step_hooks.{kind}",
-                f"P&M step / SeqFT step ({kind}), 1 + hook cost / SeqFT step",
-                1.0 + hooks["ratio"], target=PNM_STEP_TARGET,
-                baseline="SeqFT steps timed between the hook blocks",
-                note=(f"95% CI {1 + hooks['ci95'][0]:.3f}-{1 + hooks['ci95'][1]:.3f}; "
-                      f"{HOOK_BLOCKS} blocks of {HOOK_BLOCK} hook calls; "
-                      f"perturbed steps {details['perturbed_fraction']:.0%}")
-                if hooks.get("ci95") else "")
-    if proposed_blocks:
-        perf.record("3.pnm_step_hooks.full_proposed",
-                    "P&M step / SeqFT step (full) with the proposed foreach/lerp hooks",
-                    1.0 + proposed["ratio"], baseline="SeqFT steps timed between the hook blocks",
-                    note="proposed_perturb / proposed_restore in this file")
+                f"P&M step / SeqFT step ({kind}), 1 + hook time in the steps / SeqFT step",
+                1.0 + hooks_share("pnm"), target=PNM_STEP_TARGET,
+                baseline="lower quartile of the SeqFT steps",
+                note=(f"the hooks' own cost, timed inside the P&M steps (less noisy than whole "
+                      f"steps); perturbed steps {perturbed:.0%}"))
+    if "proposed" in summaries:
+        perf.record("3.pnm_step.full_proposed",
+                    "P&M step with the proposed buffer-swap hooks / SeqFT step (full)",
+                    summaries["proposed"]["ratio"], summary=summaries["proposed"],
+                    baseline="SeqFT step on the same model and batch, in turns",
+                    note=(f"ProposedPnMHooks in this file; their cost inside the steps "
+                          f"{hooks_share('proposed'):.1%} of a SeqFT step"))
 
 
 # ----------------------------------------------------------------------------- strategy helpers
