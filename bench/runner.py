@@ -129,7 +129,26 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _peak_rss_mb() -> float:
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window for this process (Linux: ``5`` → ``/proc/self/clear_refs``
+    resets ``VmHWM`` to the current RSS). Pool workers run many runs; without the reset every
+    record would carry the worker's high-water mark so far. False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB since the last :func:`reset_peak_rss`
+    (``VmHWM``), or over its lifetime (``ru_maxrss``) where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -215,6 +234,7 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[st
 
     started_at, t_start = _now(), perf_counter()
     validate_run(cfg)
+    reset_peak_rss()  # peak_rss_mb: this run's peak, not the (pool) process's so far
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     cls, params = method_class(cfg), method_params(cfg)
@@ -297,7 +317,7 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[st
             "merge_s": round(method.merge_seconds, 3),
             "total_s": round(total, 3),
         },
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "versions": library_versions(),
         "git_rev": git_revision(),
         "host": {"cpus": os.cpu_count(), "threads": cfg.threads},
@@ -316,7 +336,7 @@ def failed_record(cfg: RunConfig, error: BaseException, started_at: str, elapsed
         "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg.hashable()),
         "upper_bound": False, "acc_matrix": None, "til_acc_matrix": None, "metrics": None,
         "til_metrics": None, "diagnostics": {}, "timings": {"total_s": round(elapsed, 3)},
-        "peak_rss_mb": round(_peak_rss_mb(), 1), "versions": library_versions(),
+        "peak_rss_mb": round(peak_rss_mb(), 1), "versions": library_versions(),
         "git_rev": git_revision(), "started_at": started_at, "finished_at": _now(),
         "status": "failed", "error": f"{type(error).__name__}: {error}", "traceback": tail,
     }

@@ -9,7 +9,8 @@ Fisher, sums over k run over the merged entries):
   :func:`average`.
 * MagMax (Marczak et al., ECCV 2024, arXiv 2407.06322): ``τ_MM,k = τ_{j,k}``,
   ``j = argmax_i |τ_{i,k}|`` with ties to the later task — :func:`max_magnitude` (list form),
-  :func:`max_magnitude_fold_` / :class:`MaxMagnitudeAccumulator` (streaming, one running τ_MM).
+  :func:`max_magnitude_fold_` / :class:`MaxMagnitudeAccumulator` (streaming, one running τ_MM;
+  large states are folded by one ``torch.compile``'d fused pass per entry).
 * P&M (Qiu et al., NeurIPS 2025, arXiv 2505.22389), merge stage:
   ``α_t = −Σ_i Σ_k F_{i,k}(θ̂_{t−1,k} − θ*_{i,k})Δ_k / Σ_i Σ_k F_{i,k}Δ_k²`` clipped to [0, 1]
   (1 when the denominator is 0), ``θ̂_t = θ̂_{t−1} + α_t·Δ`` — :func:`pnm_alpha` (stored-list
@@ -42,7 +43,10 @@ Conventions (``docs/ARCHITECTURE.md``):
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -64,6 +68,7 @@ __all__ = [
     "average",
     "max_magnitude",
     "max_magnitude_fold_",
+    "FOLD_BACKENDS",
     "MaxMagnitudeAccumulator",
     "pnm_alpha",
     "PnMStatistics",
@@ -316,22 +321,84 @@ def max_magnitude(task_vectors: Sequence[Mapping[str, Tensor]]) -> StateDict:
     return out
 
 
-def max_magnitude_fold_(running: StateDict, new_tv: Mapping[str, Tensor]) -> StateDict:
+FoldBackend = Literal["auto", "eager", "compiled"]
+FOLD_BACKENDS: tuple[str, ...] = ("auto", "eager", "compiled")
+#: ``backend="auto"`` compiles the fold only for states at least this large (float entries):
+#: Inductor's one-off compilation costs seconds, which a small model's fold never earns back.
+COMPILE_MIN_ENTRIES = 1 << 24  # 16.8 M (ViT-B/16 has 86.6 M; EfficientNet-Lite0 3.4 M)
+
+_compiled_select: Any = None  # torch.compile'd _select_larger_ (built on first use)
+_compile_error: str | None = None  # why compilation failed here (then "auto" stays eager)
+
+
+def _select_larger_(currents: list[Tensor], incomings: list[Tensor]) -> None:
+    """``current ← incoming where |incoming| >= |current|``, for every pair, in place."""
+    for current, incoming in zip(currents, incomings):
+        current.copy_(torch.where(incoming.abs() >= current.abs(), incoming, current))
+
+
+def _compiled_fold_kernel() -> Any:
+    """:func:`_select_larger_` compiled by ``torch.compile`` (Inductor) into one fused in-place
+    pass per entry: τ and τ_MM read once, τ_MM written once. Shapes are specialised, so it is
+    compiled once per architecture (and then served from Inductor's on-disk cache)."""
+    global _compiled_select
+    if _compiled_select is None:
+        _compiled_select = torch.compile(_select_larger_, dynamic=False)
+    return _compiled_select
+
+
+def max_magnitude_fold_(running: StateDict, new_tv: Mapping[str, Tensor],
+                        backend: FoldBackend = "auto") -> StateDict:
     """In place: fold ``new_tv`` into the running τ_MM (``|new| >= |running|`` → new) and return it.
 
-    Modifies the tensors of ``running`` in place (``torch.where(..., out=)``, no list and no
-    extra state-sized copy: the temporaries are one tensor's worth). Non-float entries are
-    overwritten with ``new_tv``'s (the newest). ``new_tv`` is not modified.
+    Modifies the tensors of ``running`` in place; no list and no extra state-sized copy.
+    Non-float entries are overwritten with ``new_tv``'s (the newest). ``new_tv`` is not modified.
+
+    ``backend``: ``"eager"`` — ``torch.where(..., out=)`` per entry (three tensor-sized
+    temporaries per entry, several passes over memory); ``"compiled"`` — one fused pass per
+    entry through ``torch.compile`` (measured 1.02× the cost of merely reading every τ once, vs
+    6.7× for eager, on ViT-B/16-sized task vectors — results/perf.md); ``"auto"`` (default) —
+    compiled for states of at least :data:`COMPILE_MIN_ENTRIES` float entries when compilation
+    works here (``MERGECL_COMPILE=0`` disables it), eager otherwise. All backends give the
+    same result bit for bit.
     """
+    if backend not in FOLD_BACKENDS:
+        raise ValueError(f"max_magnitude_fold_: backend must be one of {FOLD_BACKENDS}, not {backend!r}")
     _check_compatible(running, new_tv, "new_tv")
+    currents: list[Tensor] = []
+    incomings: list[Tensor] = []
     for name, current in running.items():
         incoming = new_tv[name].detach().to(device=current.device, dtype=current.dtype)
         if not is_mergeable(current):
             current.copy_(incoming)
             continue
+        currents.append(current)
+        incomings.append(incoming)
+    if _use_compiled(backend, sum(t.numel() for t in currents)):
+        try:
+            _compiled_fold_kernel()(currents, incomings)
+            return running
+        except Exception as error:  # no C++ compiler, unsupported platform, ...
+            # Compilation fails before the kernel runs: ``running`` is still untouched.
+            global _compile_error
+            _compile_error = f"{type(error).__name__}: {error}"
+            if backend == "compiled":
+                raise RuntimeError(f"max_magnitude_fold_: torch.compile is not usable here "
+                                   f"({_compile_error}); use backend='eager'") from error
+            warnings.warn(f"MagMax fold: torch.compile failed ({_compile_error}); using the "
+                          f"eager fold from now on", RuntimeWarning, stacklevel=2)
+    for current, incoming in zip(currents, incomings):
         take_new = torch.ge(incoming.abs(), current.abs())
         torch.where(take_new, incoming, current, out=current)
     return running
+
+
+def _use_compiled(backend: str, entries: int) -> bool:
+    if backend == "compiled":
+        return True
+    if backend == "eager" or _compile_error is not None or entries < COMPILE_MIN_ENTRIES:
+        return False
+    return os.environ.get("MERGECL_COMPILE", "1") not in ("0", "false", "no")
 
 
 class MaxMagnitudeAccumulator:
@@ -339,9 +406,14 @@ class MaxMagnitudeAccumulator:
 
     ``add(tv)`` folds one more task vector in (the first is copied); ``result`` is the held
     running dict itself (not a copy: treat it as read-only, or :func:`clone_state` it).
+    ``backend`` is passed to :func:`max_magnitude_fold_`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backend: FoldBackend = "auto") -> None:
+        if backend not in FOLD_BACKENDS:
+            raise ValueError(f"MaxMagnitudeAccumulator: backend must be one of {FOLD_BACKENDS}, "
+                             f"not {backend!r}")
+        self.backend = backend
         self._running: StateDict | None = None
         self._count = 0
 
@@ -350,7 +422,7 @@ class MaxMagnitudeAccumulator:
         if self._running is None:
             self._running = clone_state(tv)
         else:
-            max_magnitude_fold_(self._running, tv)
+            max_magnitude_fold_(self._running, tv, backend=self.backend)
         self._count += 1
 
     @property

@@ -7,7 +7,8 @@ Stage 1 (training). Task t trains from θ̂_{t-1}. At every optimisation step dr
 s ∈ {0, +ε, −ε} with probabilities (p₀, p₊, p₋); the loss and its gradient are taken at
 θ + s·Δ, Δ = θ − θ̂_{t-1} (LoRA: the adapter's output scaled by 1 + s); the weights are put
 back before the optimiser steps with that gradient. One forward and one backward per step,
-exactly as plain training. Ablation ``perturbation: gaussian`` uses isotropic noise of norm
+exactly as plain training; the perturbed weights are written once into a preallocated buffer
+that the parameter points at until the backward pass is done (θ is never modified). Ablation ``perturbation: gaussian`` uses isotropic noise of norm
 |s|·‖Δ‖ instead; ``perturbation: none`` is the merge-only ablation ("LoRA-M").
 
 Stage 2 (merge). With Δ_t = θ*_t − θ̂_{t-1}:  θ̂_t = θ̂_{t-1} + α_t·Δ_t, where
@@ -72,7 +73,9 @@ class PerturbAndMerge(MergeMethod):
         probs = torch.tensor([params.p_zero, params.p_plus, params.p_minus], dtype=torch.float64)
         self._choices = (0.0, params.epsilon, -params.epsilon)
         self._probs = probs
-        self._saved: dict[str, Tensor] = {}
+        self._saved: dict[str, Tensor] = {}  # gaussian ablation: θ before the noise
+        self._perturbed: dict[str, Tensor] = {}  # task-vector: θ + s·Δ, one buffer per tensor
+        self._held: dict[str, Tensor] = {}  # θ's storage while the parameter points at θ + s·Δ
         self._dense: dict[str, torch.nn.Parameter] = {}
         self._dense_start: dict[str, Tensor] = {}
         self._factor_set = False
@@ -88,7 +91,9 @@ class PerturbAndMerge(MergeMethod):
         self._dense = {n: params[n] for n in names}
         assert self.start_state is not None
         self._dense_start = {n: self.start_state[n] for n in names}
-        self._saved = {n: torch.empty_like(p) for n, p in self._dense.items()}
+        self._perturbed = {n: torch.empty_like(p) for n, p in self._dense.items()} \
+            if self.params.perturbation == "task-vector" else {}
+        self._held.clear()
         self._trainable_start = {n: p.detach().clone() for n, p in params.items()} \
             if self.params.perturbation == "gaussian" else {}
 
@@ -105,9 +110,14 @@ class PerturbAndMerge(MergeMethod):
         if s == 0.0:
             return
         if self.params.perturbation == "task-vector":
+            # θ + s·(θ − θ̂_{t-1}) = lerp(θ̂_{t-1}, θ, 1 + s), written once into a preallocated
+            # buffer that the parameter points at for this forward/backward pass; θ itself is
+            # never touched, so putting it back is exact and costs no copy.
             for name, p in self._dense.items():
-                self._saved[name].copy_(p)
-                p.add_(p - self._dense_start[name], alpha=s)  # θ + s·(θ − θ̂_{t-1})
+                buffer = self._perturbed[name]
+                torch.lerp(self._dense_start[name], p, 1.0 + s, out=buffer)
+                self._held[name] = p.data
+                p.data = buffer
             if self.space.kind == "lora":
                 self.space.set_adapter_factor(1.0 + s)
                 self._factor_set = True
@@ -131,9 +141,9 @@ class PerturbAndMerge(MergeMethod):
     @torch.no_grad()
     def after_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         if self.params.perturbation == "task-vector":
-            if self.step_draws and self.step_draws[-1] != 0.0:
-                for name, p in self._dense.items():
-                    p.copy_(self._saved[name])
+            for name, weights in self._held.items():
+                self._dense[name].data = weights  # the gradient stays in p.grad
+            self._held.clear()
             if self._factor_set:
                 self.space.set_adapter_factor(1.0)
                 self._factor_set = False

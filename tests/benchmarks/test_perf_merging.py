@@ -9,13 +9,11 @@
    * ``floor`` -- the read-once floor: copy of τ₁, then ``running.add_(τ)`` per entry, i.e. every
      task vector read once and a running buffer updated in place in one fused pass -- the
      memory traffic any streaming fold needs at least;
-   * ``proposed`` -- :func:`proposed_fold_` below, a candidate replacement for
-     ``max_magnitude_fold_`` in eager PyTorch (chunked, float mask, no allocation per call);
-   * ``fused`` -- :func:`fused_fold_`, the same selection over all entries compiled by
-     ``torch.compile`` into one call of fused in-place passes (compiled before the timed rounds,
-     compile time reported; skipped where ``torch.compile`` cannot work);
+   * ``eager`` -- the same accumulator with ``backend="eager"`` (``torch.where`` per entry, no
+     compilation): what the fold costs where ``torch.compile`` cannot work;
 
-   the candidates are timed alongside so that the report can show what a fix buys.
+   ``fold`` uses the default ``backend="auto"``, which at this size is the ``torch.compile``'d
+   fused pass (compiled once before the timed rounds; compile time reported).
    The fold family is interleaved per task vector (the folds take turns on each τ), the list
    form per round. Extra memory is measured in fresh subprocesses (peak RSS, ``VmHWM``, over
    the peak with the one incoming τ resident) for T = 2 and T = 10.
@@ -49,7 +47,6 @@ N_TASK_VECTORS = 10
 MAGMAX_ROUNDS = 3
 PNM_TASKS = (2, 5, 10, 20)
 PNM_ROUNDS = 3
-FOLD_CHUNK = 1 << 18  # elements per chunk of proposed_fold_ (1 MiB of float32)
 
 # targets (docs: the brief of the perf suite)
 FOLD_VS_LIST_TARGET = 0.5
@@ -94,81 +91,9 @@ def floor_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
     return running
 
 
-def proposed_fold_(running: StateDict, new_tv: StateDict, chunk: int = FOLD_CHUNK) -> StateDict:
-    """Candidate replacement for ``merging.max_magnitude_fold_`` (same contract and result).
-
-    Why it is faster: the current fold allocates ``incoming.abs()``, ``current.abs()`` and a
-    bool mask for every entry (three fresh tensor-sized buffers -- on glibc these large blocks
-    are mmap'ed and returned, so each is page-faulted again on every call: ~1.4 model copies of
-    minor faults per fold), and it compares and selects through bool tensors (``ge`` into bool
-    and ``where`` run ~4x slower per element than float kernels). This version walks each entry
-    in chunks of ``chunk`` elements with two preallocated float scratch buffers (no allocation,
-    stays in L2), builds a 0/1 *float* mask with ``ge(..., out=float)`` and selects with
-    ``lerp_(new, mask)``, exact for weights 0 and 1 (finite inputs; a ±0 may change sign).
-    Extra memory: 2·chunk floats.
-    """
-    merging._check_compatible(running, new_tv, "new_tv")
-    largest = max((t.numel() for t in running.values() if t.is_floating_point()), default=0)
-    size = min(chunk, largest)
-    scratch_new = scratch_cur = None
-    for name, current in running.items():
-        incoming = new_tv[name].detach().to(device=current.device, dtype=current.dtype)
-        if not current.is_floating_point():
-            current.copy_(incoming)
-            continue
-        if not (current.is_contiguous() and incoming.is_contiguous()) or current.device.type != "cpu":
-            torch.where(incoming.abs() >= current.abs(), incoming, current, out=current)
-            continue
-        if scratch_new is None or scratch_new.dtype != current.dtype:
-            scratch_new = torch.empty(size, dtype=current.dtype)
-            scratch_cur = torch.empty(size, dtype=current.dtype)
-        cur_flat, new_flat = current.view(-1), incoming.view(-1)
-        total = cur_flat.numel()
-        for start in range(0, total, chunk):
-            cur = cur_flat[start:start + chunk]
-            new = new_flat[start:start + chunk]
-            n = cur.numel()
-            a, b = scratch_new[:n], scratch_cur[:n]
-            torch.abs(new, out=a)
-            torch.abs(cur, out=b)
-            torch.ge(a, b, out=a)  # 1.0 where |new| >= |current| (ties to the newer task)
-            cur.lerp_(new, a)
-    return running
-
-
-_FUSED_KERNEL = None
-
-
-def _select_all_(currents: list[torch.Tensor], incomings: list[torch.Tensor]) -> None:
-    for current, incoming in zip(currents, incomings):
-        current.copy_(torch.where(incoming.abs() >= current.abs(), incoming, current))
-
-
-def fused_kernel():
-    """The fold of every entry compiled by Inductor as one call: one fused in-place pass per entry
-    (reads τ and τ_MM once, writes τ_MM once -- the floor's traffic). Shapes are specialised
-    (``dynamic=False``): compiled once per model architecture, then served from Inductor's
-    on-disk cache. Raises whatever ``torch.compile`` raises where it cannot work."""
-    global _FUSED_KERNEL
-    if _FUSED_KERNEL is None:
-        _FUSED_KERNEL = torch.compile(_select_all_, dynamic=False)
-    return _FUSED_KERNEL
-
-
-def fused_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
-    """Second candidate for ``max_magnitude_fold_``: the same result through :func:`fused_kernel`."""
-    merging._check_compatible(running, new_tv, "new_tv")
-    currents, incomings = [], []
-    for name, current in running.items():
-        incoming = new_tv[name].detach().to(device=current.device, dtype=current.dtype)
-        if current.is_floating_point():
-            currents.append(current)
-            incomings.append(incoming)
-        else:
-            current.copy_(incoming)
-    if currents:
-        fused_kernel()(currents, incomings)
-    return running
+def eager_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
+    """The library fold without compilation."""
+    return merging.max_magnitude_fold_(running, new_tv, backend="eager")
 
 
 # ----------------------------------------------------------------------------- memory probe
@@ -197,18 +122,13 @@ def _probe(mode: str, tasks: int) -> dict:
     baseline = _maxrss_bytes()
     held = 0
     started = perf_counter()
-    if mode in ("fold", "proposed"):
-        accumulator = merging.MaxMagnitudeAccumulator()
+    if mode in ("fold", "eager"):
+        accumulator = merging.MaxMagnitudeAccumulator(backend="auto" if mode == "fold" else "eager")
         for t in range(tasks):
             if t:
                 refill_(incoming, generator)  # the next task's τ arrives in the same buffer
-            if mode == "fold":
-                accumulator.add(incoming)
-            elif t == 0:
-                running = merging.clone_state(incoming)
-            else:
-                proposed_fold_(running, incoming)
-        held = accumulator.nbytes if mode == "fold" else merging.state_nbytes(running)
+            accumulator.add(incoming)
+        held = accumulator.nbytes
     elif mode == "list":
         task_vectors = [incoming] + [random_state(shapes, generator) for _ in range(tasks - 1)]
         merged = merging.max_magnitude(task_vectors)
@@ -285,17 +205,14 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
     tvs = vit_task_vectors
     model_bytes = merging.state_nbytes(tvs[0])
     assert numel({k: v.shape for k, v in tvs[0].items()}) > 86_000_000
-    candidates = {"proposed": proposed_fold_}
-    compile_seconds = None
-    try:  # compile (and check) the fused candidate outside the timed rounds
-        started = perf_counter()
-        warm = merging.clone_state(tvs[0])
-        fused_fold_(warm, tvs[1])  # compiles for these shapes
-        compile_seconds = perf_counter() - started
-        del warm
-        candidates["fused"] = fused_fold_
-    except Exception as exc:  # noqa: BLE001 - no compiler here: measure without it
-        compile_seconds = f"unavailable: {type(exc).__name__}: {exc}"[:300]
+    candidates = {"eager": eager_fold_}
+    started = perf_counter()  # compile the default fold for these shapes outside the timed rounds
+    warm = merging.clone_state(tvs[0])
+    merging.max_magnitude_fold_(warm, tvs[1])
+    compile_seconds = perf_counter() - started
+    del warm
+    compiled = merging._compile_error is None and os.environ.get("MERGECL_COMPILE", "1") != "0"
+    fold_kind = "compiled fused pass" if compiled else f"eager ({merging._compile_error})"
     totals: dict[str, list[float]] = {"list": [], "fold": [], **{k: [] for k in candidates}, "floor": []}
     steps: dict[str, list[float]] = {"fold": [], **{k: [] for k in candidates}, "floor": []}
     held_bytes: list[int] = []
@@ -366,7 +283,8 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
                "round_seconds": {k: [round(x, 3) for x in v] for k, v in totals.items()},
                "q25_step_seconds": {k: round(v, 4) for k, v in per_step.items()},
                "fold_over_list": fold_list, "fold_over_floor_per_step": fold_floor,
-               "candidates": candidate_ratios, "fused_compile_seconds": compile_seconds,
+               "candidates": candidate_ratios, "fold_backend": fold_kind,
+               "first_fold_incl_compile_seconds": round(compile_seconds, 2),
                "accumulator_bytes": model_bytes}
     benchmark.extra_info.update({
         "ratios": {"fold/list": fold_list["ratio"], "fold/floor (per step)": fold_floor["ratio"],
@@ -377,6 +295,8 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
     candidates_note = "; ".join(
         f"{k}: {v['over_floor_per_step']['ratio']:.2f}x floor, {v['over_list']['ratio']:.2f}x list"
         for k, v in candidate_ratios.items())
+    candidates_note = (f"default fold = {fold_kind}, first fold incl. compilation "
+                       f"{compile_seconds:.1f} s; " + candidates_note)
     perf.record("1.magmax.fold_vs_list", "MagMax fold (max_magnitude_fold_) / list form (max_magnitude)",
                 fold_list["ratio"], target=FOLD_VS_LIST_TARGET, summary=fold_list,
                 baseline=f"max_magnitude over {N_TASK_VECTORS} held ViT-B/16 task vectors",
@@ -386,18 +306,13 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
                 baseline="running.add_(τ) over every entry (one fused in-place pass)",
                 note=f"fold step {per_step['fold']:.3f} s vs {per_step['floor']:.3f} s (lower quartiles); "
                      + candidates_note)
-    titles = {"proposed": "proposed chunked eager fold (proposed_fold_) / read-once floor",
-              "fused": "proposed fused compiled fold (fused_fold_) / read-once floor"}
     for name, ratios in candidate_ratios.items():
-        speedup = ratios["fold_over_candidate_per_step"]["ratio"]
-        extra = f"; first fold incl. compilation {compile_seconds:.1f} s" if name == "fused" else ""
-        perf.record(f"1.magmax.{name}_vs_floor", titles[name], ratios["over_floor_per_step"]["ratio"],
-                    baseline="read-once floor, per fold step", summary=ratios["over_floor_per_step"],
-                    note=(f"{speedup:.1f}x faster than max_magnitude_fold_; "
-                          f"{ratios['over_list']['ratio']:.3f}x list form{extra}"))
-    if "fused" not in candidates:
-        perf.record("1.magmax.fused_vs_floor", titles["fused"], float("nan"),
-                    baseline="read-once floor", note=str(compile_seconds))
+        speedup = 1.0 / ratios["fold_over_candidate_per_step"]["ratio"]
+        perf.record(f"1.magmax.{name}_vs_floor", f"MagMax fold, backend={name!r} / read-once floor",
+                    ratios["over_floor_per_step"]["ratio"], baseline="read-once floor, per fold step",
+                    summary=ratios["over_floor_per_step"],
+                    note=(f"the default fold is {speedup:.1f}x faster per step; "
+                          f"{ratios['over_list']['ratio']:.3f}x list form"))
     perf.record("1.magmax.accumulator_bytes", "MagMax accumulator: bytes held / model bytes",
                 1.0, unit=" copies", target=FOLD_EXTRA_MEMORY_TARGET, baseline="model size",
                 note="counted tensor bytes (MaxMagnitudeAccumulator.nbytes)")
@@ -506,4 +421,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--probe":
         print(json.dumps(_probe(sys.argv[2], int(sys.argv[3]))))
     else:
-        raise SystemExit("usage: test_perf_merging.py --probe fold|proposed|list T")
+        raise SystemExit("usage: test_perf_merging.py --probe fold|eager|list T")

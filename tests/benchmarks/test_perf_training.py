@@ -4,9 +4,8 @@
    2 threads), same batches, full and LoRA parameterisations, three ways:
 
    * ``whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
-     ``after_backward``) driven around one bare optimisation step, P&M / SeqFT (/ P&M with the
-     candidate cheaper hooks :class:`ProposedPnMHooks`, full only)
-     taking turns step by step on the same model; ratio of the series' lower quartiles
+     ``after_backward``) driven around one bare optimisation step, P&M / SeqFT taking turns
+     step by step on the same model; ratio of the series' lower quartiles
      (bootstrap 95 % interval; see ``conftest.HEADLINE_QUANTILE``).
    * ``hook cost`` -- the hooks' own time, measured inside those same P&M steps: 1 + mean hook
      time per step / SeqFT step. Whole steps on a shared machine vary by a few percent, about
@@ -94,68 +93,6 @@ def loss_offsets(classes: list[int], n_classes: int = 10) -> torch.Tensor:
     return offsets
 
 
-# ----------------------------------------------------------------------------- candidate fix
-class ProposedPnMHooks:
-    """Candidate for ``PerturbAndMerge.before_forward`` / ``after_backward`` (task-vector, full).
-
-    Instead of saving θ (copy), perturbing it in place (a temporary θ − θ̂ per tensor, then an
-    add) and copying θ back after the backward pass -- about ten passes over the dense weights
-    per perturbed step -- it writes θ + s·(θ − θ̂_{t-1}) = lerp(θ̂_{t-1}, θ, 1 + s) once into a
-    preallocated buffer per parameter and points the parameter at it (``p.data = buffer``) for
-    the forward/backward pass; ``after_backward`` points it back. θ is never modified, the
-    gradient lands in ``p.grad`` as before (identical values), memory is the same as the
-    current ``_saved`` buffers. Same draws from the method's generator.
-    """
-
-    def __init__(self, pnm) -> None:
-        self.pnm = pnm
-        self.s = 0.0
-        self.buffers = {n: torch.empty_like(p) for n, p in pnm._dense.items()}
-        self.originals: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def before_forward(self, strategy) -> None:
-        self.s = self.pnm._draw()
-        if self.s == 0.0:
-            return
-        for name, p in self.pnm._dense.items():
-            buffer = self.buffers[name]
-            torch.lerp(self.pnm._dense_start[name], p, 1.0 + self.s, out=buffer)
-            self.originals[name] = p.data
-            p.data = buffer
-
-    @torch.no_grad()
-    def after_backward(self, strategy) -> None:
-        for name, original in self.originals.items():
-            self.pnm._dense[name].data = original
-        self.originals.clear()
-
-
-def check_proposed_hooks(model, pnm, proposed, stub, batch, offsets, criterion, s: float = 0.5) -> None:
-    x, y = batch
-
-    def gradient_and_weights(plugin):
-        model.zero_grad(set_to_none=True)
-        plugin.before_forward(stub)
-        torch.manual_seed(0)  # same dropout masks
-        criterion(model(x.contiguous(memory_format=torch.channels_last)) + offsets, y).backward()
-        plugin.after_backward(stub)
-        return ({n: p.grad.clone() for n, p in pnm._dense.items()},
-                {n: p.detach().clone() for n, p in pnm._dense.items()})
-
-    pnm._draw = lambda: s  # both draw through the method's generator: fix the draw
-    try:
-        grads, weights = gradient_and_weights(pnm)
-        pnm.step_draws.pop()
-        new_grads, new_weights = gradient_and_weights(proposed)
-    finally:
-        del pnm._draw
-    model.zero_grad(set_to_none=True)
-    for name in grads:
-        torch.testing.assert_close(new_grads[name], grads[name], rtol=1e-4, atol=1e-7)
-        assert torch.equal(new_weights[name], weights[name]), name
-
-
 # ----------------------------------------------------------------------------- 3. paired steps
 @pytest.mark.benchmark(group="pnm-step")
 @pytest.mark.parametrize("kind", KINDS)
@@ -169,8 +106,6 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     seqft.before_training_exp(stub)
     pnm.before_training_exp(stub)  # snapshots θ̂_{t-1}; the plugins share the model
     plugins = {"seqft": seqft, "pnm": pnm}
-    if kind == "full":
-        plugins["proposed"] = ProposedPnMHooks(pnm)
     optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr), weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.rand(BATCH, 1, 32, 32, generator=generator),
@@ -206,8 +141,6 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
             step(name)
     for series in hook_seconds.values():
         series.clear()
-    if "proposed" in plugins:  # the candidate computes the same gradient and restores θ exactly
-        check_proposed_hooks(model, pnm, plugins["proposed"], stub, batches[0], offsets, criterion)
     times: dict[str, list[float]] = {name: [] for name in plugins}
     round_no = [0]
 
@@ -236,9 +169,6 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
     note = (f"P&M hooks inside the steps {statistics.fmean(hook_seconds['pnm']) * 1e3:.1f} ms per step "
             f"on average = {hooks_share('pnm'):.1%} of a SeqFT step")
-    if "proposed" in summaries:
-        note += (f"; with the proposed buffer-swap hooks: whole step "
-                 f"{summaries['proposed']['ratio']:.3f}x, hooks {hooks_share('proposed'):.1%}")
     perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), interleaved whole steps",
                 summaries["pnm"]["ratio"], target=PNM_STEP_TARGET, summary=summaries["pnm"],
                 baseline="SeqFT step on the same model and batch, in turns", details=details,
@@ -249,13 +179,6 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
                 baseline="lower quartile of the SeqFT steps",
                 note=(f"the hooks' own cost, timed inside the P&M steps (less noisy than whole "
                       f"steps); perturbed steps {perturbed:.0%}"))
-    if "proposed" in summaries:
-        perf.record("3.pnm_step.full_proposed",
-                    "P&M step with the proposed buffer-swap hooks / SeqFT step (full)",
-                    summaries["proposed"]["ratio"], summary=summaries["proposed"],
-                    baseline="SeqFT step on the same model and batch, in turns",
-                    note=(f"ProposedPnMHooks in this file; their cost inside the steps "
-                          f"{hooks_share('proposed'):.1%} of a SeqFT step"))
 
 
 # ----------------------------------------------------------------------------- strategy helpers

@@ -187,7 +187,18 @@ def test_max_magnitude_hand_computed_ties_to_later():
     _assert_state_equal(result, {"w": T([-2.0, 3.0, -2.0, 0.0]), "n": T([3])})
 
 
-def test_max_magnitude_fold_matches_list_form_exactly():
+def _compile_works() -> bool:
+    try:
+        mg.max_magnitude_fold_({"w": torch.ones(3)}, {"w": -torch.ones(3) * 2}, backend="compiled")
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_max_magnitude_fold_matches_list_form_exactly(backend):
+    if backend == "compiled" and not _compile_works():
+        pytest.skip("torch.compile is not usable on this machine")
     g = torch.Generator().manual_seed(2)
     for _ in range(30):
         count = int(torch.randint(1, 6, (), generator=g))
@@ -196,7 +207,7 @@ def test_max_magnitude_fold_matches_list_form_exactly():
                     "b": torch.randn(7, generator=g),
                     "n": torch.randint(0, 9, (2,), generator=g)} for _ in range(count)]
         snapshot = copy.deepcopy(vectors)
-        accumulator = mg.MaxMagnitudeAccumulator()
+        accumulator = mg.MaxMagnitudeAccumulator(backend=backend)
         for tv in vectors:
             accumulator.add(tv)
         _assert_state_equal(accumulator.result, mg.max_magnitude(vectors))
@@ -215,6 +226,33 @@ def test_max_magnitude_fold_is_in_place():
     assert mg.MaxMagnitudeAccumulator().nbytes == 0
     with pytest.raises(ValueError, match="no task vector"):
         mg.MaxMagnitudeAccumulator().result
+
+
+def test_max_magnitude_fold_backend_is_checked():
+    with pytest.raises(ValueError, match=r"'auto', 'eager', 'compiled'.*'fast'"):
+        mg.max_magnitude_fold_({"w": torch.ones(2)}, {"w": torch.ones(2)}, backend="fast")
+    with pytest.raises(ValueError, match="'fast'"):
+        mg.MaxMagnitudeAccumulator(backend="fast")
+
+
+def test_max_magnitude_fold_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    def broken_kernel():
+        def kernel(currents, incomings):
+            raise OSError("no C++ compiler")
+        return kernel
+
+    monkeypatch.setattr(mg, "_compiled_fold_kernel", broken_kernel)
+    monkeypatch.setattr(mg, "_compile_error", None)
+    monkeypatch.setattr(mg, "COMPILE_MIN_ENTRIES", 0)  # "auto" would compile this tiny state
+    vectors = _magmax_vectors()
+    expected = mg.max_magnitude(vectors[:2])
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler.*backend='eager'"):
+        mg.max_magnitude_fold_(mg.clone_state(vectors[0]), vectors[1], backend="compiled")
+    monkeypatch.setattr(mg, "_compile_error", None)
+    with pytest.warns(RuntimeWarning, match="using the eager fold"):
+        folded = mg.max_magnitude_fold_(mg.clone_state(vectors[0]), vectors[1])
+    _assert_state_equal(folded, expected)
+    assert mg._compile_error is not None  # later "auto" folds go straight to eager
 
 
 def test_magmax_merge_end_to_end():

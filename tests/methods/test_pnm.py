@@ -48,6 +48,7 @@ def test_gradient_is_taken_at_the_perturbed_point_and_weights_are_restored(s):
     plugin._draw = lambda: s
     x, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    storage = {n: p.data_ptr() for n, p in model.named_parameters()}
 
     # reference: gradient at θ + s(θ − θ̂)
     reference = TinyClassifier()
@@ -62,7 +63,13 @@ def test_gradient_is_taken_at_the_perturbed_point_and_weights_are_restored(s):
     plugin.after_backward(None)
     for (n, p), q in zip(model.named_parameters(), reference.parameters()):
         assert torch.equal(p.detach(), before[n]), n  # restored exactly
+        assert p.data_ptr() == storage[n], n  # the parameter points at θ's own storage again
         assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+    # the optimiser then steps θ (not θ + sΔ) with that gradient
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    for (n, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.detach(), before[n] - 0.1 * q.grad, atol=1e-6), n
 
 
 def test_no_perturbation_when_s_is_zero():
