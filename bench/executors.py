@@ -353,6 +353,27 @@ def _payload(cfg: RunConfig, out: Path, retry_failed: bool, run_function: str | 
     return (data, str(out), bool(retry_failed), run_function)
 
 
+@dataclass
+class _Grid:
+    """What every executor gets: the missing runs, where their records go, the resource request
+    and the run options that travel with each payload."""
+
+    todo: list[RunConfig]
+    out: Path
+    workers: int | None
+    threads_per_run: int | None
+    retry_failed: bool
+    run_function: str | None
+    reporter: "_Reporter"
+
+    def with_threads(self, threads: int) -> list[RunConfig]:
+        """The runs with ``threads`` torch threads each."""
+        return [cfg.model_copy(update={"threads": threads}) for cfg in self.todo]
+
+    def payload(self, cfg: RunConfig) -> Payload:
+        return _payload(cfg, self.out, self.retry_failed, self.run_function)
+
+
 class _Reporter:
     """Counts statuses into the summary, advances the bar, names failures."""
 
@@ -427,35 +448,15 @@ def execute(
         dynamic_ncols=True,
     )
     reporter = _Reporter(summary, out, bar, quiet)
+    grid = _Grid(todo, out, workers, threads_per_run, retry_failed, run_function, reporter)
     try:
         if todo:
             if executor == "local":
-                _execute_local(
-                    todo, out, workers, threads_per_run, retry_failed, run_function, reporter
-                )
+                _execute_local(grid)
             elif executor == "ray":
-                _execute_ray(
-                    todo,
-                    out,
-                    workers,
-                    threads_per_run,
-                    retry_failed,
-                    run_function,
-                    reporter,
-                    ray_address,
-                    quiet,
-                )
+                _execute_ray(grid, ray_address, quiet)
             else:
-                _execute_slurm(
-                    todo,
-                    out,
-                    workers,
-                    threads_per_run,
-                    retry_failed,
-                    run_function,
-                    reporter,
-                    slurm or SlurmOptions(),
-                )
+                _execute_slurm(grid, slurm or SlurmOptions())
             reporter.recheck_locked(retry_failed)
     finally:
         bar.close()
@@ -463,19 +464,12 @@ def execute(
     return summary
 
 
-def _execute_local(
-    todo: list[RunConfig],
-    out: Path,
-    workers: int | None,
-    threads_per_run: int | None,
-    retry_failed: bool,
-    run_function: str | None,
-    reporter: _Reporter,
-) -> None:
-    workers, threads = plan_local(len(todo), workers, threads_per_run)
+def _execute_local(grid: _Grid) -> None:
+    reporter = grid.reporter
+    workers, threads = plan_local(len(grid.todo), grid.workers, grid.threads_per_run)
     summary = reporter.summary
     summary.workers, summary.threads_per_run = workers, threads
-    todo = [cfg.model_copy(update={"threads": threads}) for cfg in todo]
+    todo = grid.with_threads(threads)
     summary.submitted = len(todo)
 
     if workers == 1:
@@ -484,7 +478,7 @@ def _execute_local(
             def step(done: int, total: int, _cfg: RunConfig = cfg) -> None:
                 reporter.bar.set_postfix_str(f"{_describe(_cfg)} experience {done}/{total}")
 
-            status = _run_payload(_payload(cfg, out, retry_failed, run_function), progress=step)
+            status = _run_payload(grid.payload(cfg), progress=step)
             reporter.status(cfg, status)
         return
 
@@ -492,10 +486,7 @@ def _execute_local(
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_local_worker, initargs=(threads,)
     ) as pool:
-        futures = {
-            pool.submit(_run_payload, _payload(cfg, out, retry_failed, run_function)): cfg
-            for cfg in todo
-        }
+        futures = {pool.submit(_run_payload, grid.payload(cfg)): cfg for cfg in todo}
         pending = set(futures)
         try:
             while pending:
@@ -515,22 +506,14 @@ def _execute_local(
             raise
 
 
-def _execute_ray(
-    todo: list[RunConfig],
-    out: Path,
-    workers: int | None,
-    threads_per_run: int | None,
-    retry_failed: bool,
-    run_function: str | None,
-    reporter: _Reporter,
-    address: str | None,
-    quiet: bool,
-) -> None:
+def _execute_ray(grid: _Grid, address: str | None, quiet: bool) -> None:
     try:
         import ray
     except ImportError:
         raise ConfigError(RAY_MISSING) from None
 
+    todo, workers, threads_per_run = grid.todo, grid.workers, grid.threads_per_run
+    reporter = grid.reporter
     summary = reporter.summary
     if threads_per_run is not None and threads_per_run < 1:
         raise ConfigError(f"--threads-per-run must be an integer >= 1 (got {threads_per_run!r})")
@@ -560,7 +543,7 @@ def _execute_ray(
                 len(todo), workers, None, int(ray.cluster_resources().get("CPU", 1))
             )
         if threads_per_run is not None:
-            todo = [cfg.model_copy(update={"threads": threads_per_run}) for cfg in todo]
+            todo = grid.with_threads(threads_per_run)
         summary.workers, summary.threads_per_run = workers, threads_per_run
         task = ray.remote(_run_payload)
         limit = workers or len(todo)
@@ -571,7 +554,7 @@ def _execute_ray(
             gpus = 1 if cfg.device.startswith("cuda") else 0
             ref = task.options(
                 num_cpus=cfg.threads, num_gpus=gpus, name=f"mergecl:{_describe(cfg)}"
-            ).remote(_payload(cfg, out, retry_failed, run_function))
+            ).remote(grid.payload(cfg))
             running[ref] = cfg
             summary.submitted += 1
 
@@ -599,16 +582,7 @@ def _execute_ray(
             ray.shutdown()
 
 
-def _execute_slurm(
-    todo: list[RunConfig],
-    out: Path,
-    workers: int | None,
-    threads_per_run: int | None,
-    retry_failed: bool,
-    run_function: str | None,
-    reporter: _Reporter,
-    options: SlurmOptions,
-) -> None:
+def _execute_slurm(grid: _Grid, options: SlurmOptions) -> None:
     options.check()
     try:
         import submitit
@@ -621,13 +595,14 @@ def _execute_slurm(
             "--executor slurm: `sbatch`/`srun` not found; run this on a SLURM login node"
         )
 
+    reporter, workers = grid.reporter, grid.workers
     summary = reporter.summary
-    cpus = options.cpus_per_task or threads_per_run or 1
-    threads = threads_per_run or cpus
-    todo = [cfg.model_copy(update={"threads": threads}) for cfg in todo]
+    cpus = options.cpus_per_task or grid.threads_per_run or 1
+    threads = grid.threads_per_run or cpus
+    todo = grid.with_threads(threads)
     summary.workers, summary.threads_per_run = options.array_parallelism or workers, threads
 
-    folder = out / "_submitit"
+    folder = grid.out / "_submitit"
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster)
     except RuntimeError as exc:
@@ -649,7 +624,7 @@ def _execute_slurm(
         executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
     except (NameError, AssertionError, ValueError) as exc:
         raise ConfigError(f"bad SLURM options: {exc}") from None
-    payloads = [_payload(cfg, out, retry_failed, run_function) for cfg in todo]
+    payloads = [grid.payload(cfg) for cfg in todo]
     jobs = executor.map_array(_run_payload, payloads)
     summary.submitted = len(jobs)
     summary.job_ids = [str(job.job_id) for job in jobs]

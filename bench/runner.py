@@ -290,17 +290,9 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[st
         metrics = summarize(cil_rows)
         til_metrics = summarize(til_rows) if til_rows else None
     total = perf_counter() - t_start
-    resolved = cfg.model_dump(mode="json")
     return {
-        "method": cfg.method,
-        "label": cfg.label,
-        "benchmark": cfg.benchmark,
-        "seed": cfg.seed,
-        "preset": cfg.preset,
-        "parameterisation": cfg.parameterisation,
+        **record_identity(cfg),
         "paper": cls.paper,
-        "config": resolved,
-        "config_hash": config_hash(cfg.hashable()),
         "scenario": built.scenario,
         "class_order": built.class_order,
         "classes_per_experience": built.classes_per_experience,
@@ -328,12 +320,21 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[st
     }
 
 
-def failed_record(cfg: RunConfig, error: BaseException, started_at: str, elapsed: float) -> dict[str, Any]:
-    tail = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-3:])
+def record_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The fields that say which run a record is, shared by every record writer: who ran what
+    (method, label, benchmark, seed, preset, parameterisation), the resolved config and its hash
+    (a record whose hash differs from the requested config's is stale)."""
     return {
         "method": cfg.method, "label": cfg.label, "benchmark": cfg.benchmark, "seed": cfg.seed,
         "preset": cfg.preset, "parameterisation": cfg.parameterisation,
         "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg.hashable()),
+    }
+
+
+def failed_record(cfg: RunConfig, error: BaseException, started_at: str, elapsed: float) -> dict[str, Any]:
+    tail = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-3:])
+    return {
+        **record_identity(cfg),
         "upper_bound": False, "acc_matrix": None, "til_acc_matrix": None, "metrics": None,
         "til_metrics": None, "diagnostics": {}, "timings": {"total_s": round(elapsed, 3)},
         "peak_rss_mb": round(peak_rss_mb(), 1), "versions": library_versions(),

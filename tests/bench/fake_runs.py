@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, RunConfig
-from bench.store import config_hash
+from bench.runner import record_identity
 
 FAKE_RUN = f"{Path(__file__).resolve()}:fake_run"
 NAN_RUN = f"{Path(__file__).resolve()}:nan_run"
@@ -50,14 +50,7 @@ def _log(cfg: RunConfig, event: str) -> None:
 def minimal_record(cfg: RunConfig, started_at: str) -> dict[str, Any]:
     acc = round(0.5 + 0.01 * cfg.seed, 4)
     return {
-        "method": cfg.method,
-        "label": cfg.label,
-        "benchmark": cfg.benchmark,
-        "seed": cfg.seed,
-        "preset": cfg.preset,
-        "parameterisation": cfg.parameterisation,
-        "config": cfg.model_dump(mode="json"),
-        "config_hash": config_hash(cfg.hashable()),
+        **record_identity(cfg),
         "acc_matrix": [[acc]],
         "metrics": {"acc": acc},
         "host": {"pid": os.getpid(), "threads": cfg.threads},

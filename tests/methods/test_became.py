@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
+from tiny_cl import N_CLASSES, FakeStrategy, make_context
 from torch import nn
 
 from methods import merging
-from methods.base import MethodContext, head_masks
+from methods.base import head_masks
 from methods.became import (
     BECAME,
     BECAMEParams,
@@ -20,9 +19,6 @@ from methods.became import (
     stable_steps,
 )
 from methods.parameterisation import FullSpace, LoraSpace
-
-N_CLASSES = 4
-CLASSES = [[0, 1], [2, 3]]
 
 
 @pytest.fixture(autouse=True)
@@ -59,63 +55,6 @@ def make_data(seed: int = 0, n: int = 24) -> list[tuple[torch.Tensor, torch.Tens
     y0 = torch.randint(0, 2, (n,), generator=g)
     y1 = torch.randint(2, 4, (n,), generator=g)
     return [(x0, y0), (x1, y1)]
-
-
-def make_context(space, data, loss_mask: str = "current") -> MethodContext:
-    def batches(task, max_samples=None, batch_size=None):
-        x, y = data[task]
-        n = len(y) if max_samples is None else min(max_samples, len(y))
-        size = batch_size or 8
-        for start in range(0, n, size):
-            yield x[start:min(start + size, n)], y[start:min(start + size, n)]
-
-    return MethodContext(space=space, classes_per_experience=CLASSES, n_classes=N_CLASSES,
-                         scenario="class-incremental", batches=batches,
-                         config=SimpleNamespace(loss_mask=loss_mask, max_steps_per_exp=None))
-
-
-class FakeStrategy:
-    """The hook order of bench.strategy.MergeCLStrategy.training_epoch, on in-memory data."""
-
-    def __init__(self, model, space, data, *, epochs=1, batch_size=4, optimizer="adam", lr=0.05):
-        self.model, self.space, self.data = model, space, data
-        self.train_epochs, self.batch_size = epochs, batch_size
-        self.kind, self.lr = optimizer, lr
-        self.optimizer_resets = 0
-
-    def make_optimizer(self):
-        params = list(self.space.trainable_parameters().values())
-        self.optimizer = (torch.optim.Adam(params, lr=self.lr) if self.kind == "adam"
-                          else torch.optim.SGD(params, lr=self.lr))
-        self.optimizer_resets += 1
-
-    def train_exp(self, method, task, after_step=None, before_merge=None):
-        self.experience = SimpleNamespace(current_experience=task)
-        x, y = self.data[task]
-        self.dataloader = [(x[i:i + self.batch_size], y[i:i + self.batch_size])
-                           for i in range(0, len(y), self.batch_size)]
-        self.make_optimizer()
-        self.model.train()
-        method.before_training_exp(self)
-        offsets = torch.full((N_CLASSES,), float("-inf"))
-        offsets[CLASSES[task]] = 0.0
-        step = 0
-        for _ in range(self.train_epochs):
-            for xb, yb in self.dataloader:
-                self.optimizer.zero_grad()
-                method.before_forward(self)
-                loss = nn.functional.cross_entropy(self.model(xb) + offsets, yb)
-                loss.backward()
-                method.after_backward(self)
-                method.before_update(self)
-                self.optimizer.step()
-                method.after_update(self)
-                step += 1
-                if after_step is not None:
-                    after_step(step)
-        if before_merge is not None:
-            before_merge()
-        method.after_training_exp(self)
 
 
 def build(params: dict | None = None, *, lora: bool = False, optimizer="adam", seed=0, **kw):

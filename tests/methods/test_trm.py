@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_cl import N_CLASSES, FakeStrategy, make_context
 from torch import nn
 
 from methods import merging
-from methods.base import MethodContext
 from methods.parameterisation import FullSpace, LoraSpace
 from methods.trm import (
     TRM,
@@ -24,9 +23,6 @@ from methods.trm import (
     gradient_responsiveness,
     trajectory_directions,
 )
-
-N_CLASSES = 4
-CLASSES = [[0, 1], [2, 3]]
 
 
 @pytest.fixture(autouse=True)
@@ -167,56 +163,12 @@ def make_data(seed: int = 0, n: int = 24):
             (torch.randn(n, 6, generator=g) + 1.0, torch.randint(2, 4, (n,), generator=g))]
 
 
-class FakeStrategy:
-    """The hook order of bench.strategy.MergeCLStrategy.training_epoch, on in-memory data."""
-
-    def __init__(self, model, space, data, *, epochs=1, batch_size=4, lr=0.05):
-        self.model, self.space, self.data = model, space, data
-        self.train_epochs, self.batch_size, self.lr = epochs, batch_size, lr
-
-    def make_optimizer(self):
-        self.optimizer = torch.optim.Adam(list(self.space.trainable_parameters().values()), lr=self.lr)
-
-    def train_exp(self, method, task, before_merge=None):
-        self.experience = SimpleNamespace(current_experience=task)
-        x, y = self.data[task]
-        self.dataloader = [(x[i:i + self.batch_size], y[i:i + self.batch_size])
-                           for i in range(0, len(y), self.batch_size)]
-        self.make_optimizer()
-        self.model.train()
-        method.before_training_exp(self)
-        offsets = torch.full((N_CLASSES,), float("-inf"))
-        offsets[CLASSES[task]] = 0.0
-        for _ in range(self.train_epochs):
-            for xb, yb in self.dataloader:
-                self.optimizer.zero_grad()
-                method.before_forward(self)
-                nn.functional.cross_entropy(self.model(xb) + offsets, yb).backward()
-                method.after_backward(self)
-                method.before_update(self)
-                self.optimizer.step()
-                method.after_update(self)
-        if before_merge is not None:
-            before_merge()
-        method.after_training_exp(self)
-
-
 def build(params: dict | None = None, *, lora: bool = False, **kw):
     torch.manual_seed(0)
     model = Tiny()
     space = LoraSpace(model, ["fc1", "fc2"], rank=2, alpha=2.0) if lora else FullSpace(model)
     data = make_data()
-
-    def batches(task, max_samples=None, batch_size=None):
-        x, y = data[task]
-        n = len(y) if max_samples is None else min(max_samples, len(y))
-        for start in range(0, n, batch_size or 8):
-            yield x[start:min(start + (batch_size or 8), n)], y[start:min(start + (batch_size or 8), n)]
-
-    ctx = MethodContext(space=space, classes_per_experience=CLASSES, n_classes=N_CLASSES,
-                        scenario="class-incremental", batches=batches,
-                        config=SimpleNamespace(loss_mask="current", max_steps_per_exp=None),
-                        generator=torch.Generator().manual_seed(1))
+    ctx = make_context(space, data, generator=torch.Generator().manual_seed(1))
     method = TRM(TRMParams(**{"steps": 5, "batch_size": 8, "lr": 0.1, **(params or {})}), ctx)
     return model, space, method, FakeStrategy(model, space, data, **kw)
 
