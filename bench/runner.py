@@ -107,7 +107,10 @@ def git_revision() -> str | None:
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+    # "-dirty": tracked code or config differs from HEAD. The result store (results/) does not
+    # count: a leaderboard run writes records and tables there while it runs.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)results"], cwd=here,
                            capture_output=True, text=True, timeout=5).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
