@@ -12,10 +12,11 @@ Every error raised here is a :class:`ConfigError` that names the bad value and t
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,7 +99,7 @@ class RunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _default_label(self) -> "RunConfig":
+    def _default_label(self) -> RunConfig:
         if self.label is None:
             object.__setattr__(self, "label", self.method)
         return self

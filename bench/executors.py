@@ -364,7 +364,7 @@ class _Grid:
     threads_per_run: int | None
     retry_failed: bool
     run_function: str | None
-    reporter: "_Reporter"
+    reporter: _Reporter
 
     def with_threads(self, threads: int) -> list[RunConfig]:
         """The runs with ``threads`` torch threads each."""

@@ -7,7 +7,8 @@ or preset, a bad hyper-parameter or a missing data root stops the whole grid wit
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bench.config import ConfigError, GridConfig, RunConfig, deep_merge, resolve_run
 

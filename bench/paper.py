@@ -17,8 +17,9 @@ records with ``status == "ok"``; one record per seed (the latest ``finished_at``
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from tabulate import tabulate
 
@@ -259,7 +260,7 @@ def _mini_layout(paper: str) -> TableLayout:
     base = PAPER_TABLES[paper]
     columns = {f"{b} {METRIC_NAMES[m]}": (b, m) for b in MINI_BENCHMARKS for m in ("acc", "aaa")}
     title = f"{_SHORT_NAMES[paper]} table rows, mini edition (offline benchmarks, ours only)"
-    rows = {row: tuple(labels) + tuple(_MINI_FALLBACK[l] for l in labels if l in _MINI_FALLBACK)
+    rows = {row: tuple(labels) + tuple(_MINI_FALLBACK[label] for label in labels if label in _MINI_FALLBACK)
             for row, labels in base.rows.items()}
     notes = (_MINI_NOTE, _MINI_FALLBACK_NOTE) if paper == "pnm" else (_MINI_NOTE,)
     return TableLayout(paper=paper, title=title, reported=None, rows=rows, columns=columns, notes=notes)

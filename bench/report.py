@@ -8,7 +8,8 @@ metric, and which methods differ from ``seqft`` by more than the seed spread.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 HEADLINE: dict[str, tuple[str, str]] = {
     "mnist-fmnist": ("acc", "class-incremental accuracy"),
@@ -70,5 +71,5 @@ def discrimination_lines(records: Sequence[Mapping[str, Any]], benchmarks: Seque
         if within:
             lines.append(f"  - within the seed spread of {lower}: " + ", ".join(within))
         if unknown:
-            lines.append(f"  - fewer than 2 seeds, spread unknown: " + ", ".join(unknown))
+            lines.append("  - fewer than 2 seeds, spread unknown: " + ", ".join(unknown))
     return lines

@@ -19,10 +19,11 @@ import random
 import resource
 import subprocess
 import traceback
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch

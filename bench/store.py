@@ -37,8 +37,9 @@ import socket
 import time
 import warnings
 import weakref
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 RunStatus = Literal["missing", "stale", "done", "failed"]
 
@@ -191,7 +192,7 @@ def remove_leftover_temp_files(directory: Path, max_age_s: float = STALE_TEMP_AG
     return removed
 
 
-_live_locks: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
+_live_locks: weakref.WeakSet[RunLock] = weakref.WeakSet()
 
 
 def _drop_inherited_locks() -> None:

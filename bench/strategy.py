@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -208,7 +209,7 @@ class MergeCLStrategy(SupervisedTemplate):
     # ------------------------------------------------------------------ loop
     def training_epoch(self, **kwargs: Any) -> None:
         limit = self.config.max_steps_per_exp
-        for self.mbatch in self.dataloader:
+        for self.mbatch in self.dataloader:  # noqa: B020 - Avalanche reads strategy.mbatch
             if self._stop_training or (limit is not None and self.experience_steps >= limit):
                 break
             self._unpack_minibatch()

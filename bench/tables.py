@@ -26,8 +26,9 @@ the best cells in ``frame.attrs["best"]``, which :func:`render` uses for all thr
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 from tabulate import tabulate

@@ -21,9 +21,10 @@ All maths is in :mod:`methods.merging`; a subclass only chooses which pure funct
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Callable, ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from avalanche.core import SupervisedPlugin

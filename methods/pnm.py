@@ -53,7 +53,7 @@ class PnMParams(MethodParams):
     stats: Literal["constant", "list"] = "constant"
 
     @model_validator(mode="after")
-    def _probabilities_sum_to_one(self) -> "PnMParams":
+    def _probabilities_sum_to_one(self) -> PnMParams:
         total = self.p_zero + self.p_plus + self.p_minus
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"p_zero + p_plus + p_minus must be 1 (got {total:.6f})")

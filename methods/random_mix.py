@@ -10,7 +10,8 @@ distributed over the t tasks — the list form ``merging.random_mix`` is the tes
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pydantic import Field

@@ -225,7 +225,7 @@ def test_max_magnitude_fold_is_in_place():
     _assert_state_equal(running, {"w": T([-2.0, 3.0, 2.0, 0.0]), "n": T([2])})
     assert mg.MaxMagnitudeAccumulator().nbytes == 0
     with pytest.raises(ValueError, match="no task vector"):
-        mg.MaxMagnitudeAccumulator().result
+        _ = mg.MaxMagnitudeAccumulator().result
 
 
 def test_max_magnitude_fold_backend_is_checked():

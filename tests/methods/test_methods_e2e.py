@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import quick_run
 
 METHODS = ["seqft", "joint", "avg", "coma", "dare", "pnm", "magmax", "ties", "random-mix",

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import quick_run
 from torch import nn
 
-from conftest import quick_run
 from methods import merging
 from methods.base import MethodContext, head_masks
 from methods.parameterisation import FullSpace
