@@ -347,6 +347,11 @@ def _compiled_fold_kernel() -> Any:
     return _compiled_select
 
 
+def _check_fold_backend(backend: str, where: str) -> None:
+    if backend not in FOLD_BACKENDS:
+        raise ValueError(f"{where}: backend must be one of {FOLD_BACKENDS}, not {backend!r}")
+
+
 def max_magnitude_fold_(running: StateDict, new_tv: Mapping[str, Tensor],
                         backend: FoldBackend = "auto") -> StateDict:
     """In place: fold ``new_tv`` into the running τ_MM (``|new| >= |running|`` → new) and return it.
@@ -362,8 +367,8 @@ def max_magnitude_fold_(running: StateDict, new_tv: Mapping[str, Tensor],
     works here (``MERGECL_COMPILE=0`` disables it), eager otherwise. All backends give the
     same result bit for bit.
     """
-    if backend not in FOLD_BACKENDS:
-        raise ValueError(f"max_magnitude_fold_: backend must be one of {FOLD_BACKENDS}, not {backend!r}")
+    global _compile_error
+    _check_fold_backend(backend, "max_magnitude_fold_")
     _check_compatible(running, new_tv, "new_tv")
     currents: list[Tensor] = []
     incomings: list[Tensor] = []
@@ -380,7 +385,6 @@ def max_magnitude_fold_(running: StateDict, new_tv: Mapping[str, Tensor],
             return running
         except Exception as error:  # no C++ compiler, unsupported platform, ...
             # Compilation fails before the kernel runs: ``running`` is still untouched.
-            global _compile_error
             _compile_error = f"{type(error).__name__}: {error}"
             if backend == "compiled":
                 raise RuntimeError(f"max_magnitude_fold_: torch.compile is not usable here "
@@ -410,9 +414,7 @@ class MaxMagnitudeAccumulator:
     """
 
     def __init__(self, backend: FoldBackend = "auto") -> None:
-        if backend not in FOLD_BACKENDS:
-            raise ValueError(f"MaxMagnitudeAccumulator: backend must be one of {FOLD_BACKENDS}, "
-                             f"not {backend!r}")
+        _check_fold_backend(backend, "MaxMagnitudeAccumulator")
         self.backend = backend
         self._running: StateDict | None = None
         self._count = 0

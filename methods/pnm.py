@@ -8,8 +8,9 @@ s ∈ {0, +ε, −ε} with probabilities (p₀, p₊, p₋); the loss and its gr
 θ + s·Δ, Δ = θ − θ̂_{t-1} (LoRA: the adapter's output scaled by 1 + s); the weights are put
 back before the optimiser steps with that gradient. One forward and one backward per step,
 exactly as plain training; the perturbed weights are written once into a preallocated buffer
-that the parameter points at until the backward pass is done (θ is never modified). Ablation ``perturbation: gaussian`` uses isotropic noise of norm
-|s|·‖Δ‖ instead; ``perturbation: none`` is the merge-only ablation ("LoRA-M").
+that the parameter points at until the backward pass is done (θ is never modified). Ablation
+``perturbation: gaussian`` uses isotropic noise of norm |s|·‖Δ‖ instead; ``perturbation: none``
+is the merge-only ablation ("LoRA-M").
 
 Stage 2 (merge). With Δ_t = θ*_t − θ̂_{t-1}:  θ̂_t = θ̂_{t-1} + α_t·Δ_t, where
 

@@ -163,6 +163,25 @@ def run_rounds(benchmark: Any, one_round: Callable[[], Any], rounds: int) -> Non
         benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
 
 
+def interleaved_rounds(benchmark: Any, variants: Mapping[str, Callable[[], Any]], rounds: int,
+                       on_result: Callable[[str, int, Any], None] | None = None,
+                       ) -> dict[str, list[float]]:
+    """:func:`interleave` one round at a time through :func:`run_rounds` (so pytest-benchmark
+    sees each interleaved round as one of its rounds), the rotation continuing from round to
+    round. Returns {name: [seconds of each round]}."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    round_no = [0]
+
+    def one_round() -> None:
+        got = interleave(variants, 1, on_result=on_result, offset=round_no[0])
+        round_no[0] += 1
+        for name, seconds in got.items():
+            times[name].extend(seconds)
+
+    run_rounds(benchmark, one_round, rounds)
+    return times
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -222,6 +241,7 @@ class PerfRecorder:
     ratio_summary = staticmethod(ratio_summary)
     quantile = staticmethod(quantile)
     run_rounds = staticmethod(run_rounds)
+    interleaved_rounds = staticmethod(interleaved_rounds)
     median = staticmethod(median)
 
     def record(self, key: str, title: str, value: float, *, unit: str = "x",

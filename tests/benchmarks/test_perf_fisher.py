@@ -52,17 +52,9 @@ def test_fisher_vmap_vs_loop(benchmark, perf):
     cold_started = perf_counter()
     results["vmap"] = variants["vmap"]()  # first call in this test (vmap set-up)
     cold = perf_counter() - cold_started
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    round_no = [0]
-
-    def one_round() -> None:
-        got = perf.interleave(variants, 1, offset=round_no[0],
-                              on_result=lambda name, r, value: results.__setitem__(name, value))
-        round_no[0] += 1
-        for name, seconds in got.items():
-            times[name].extend(seconds)
-
-    perf.run_rounds(benchmark, one_round, ROUNDS)
+    times = perf.interleaved_rounds(
+        benchmark, variants, ROUNDS,
+        on_result=lambda name, r, value: results.__setitem__(name, value))
     for name in names:  # same estimator, two implementations
         torch.testing.assert_close(results["vmap"][name], results["loop"][name], rtol=1e-3, atol=1e-9)
 

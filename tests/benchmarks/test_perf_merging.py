@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from time import perf_counter
 import pytest
 import torch
 
+from bench.runner import peak_rss_mb
 from methods import merging
 from methods.merging import StateDict
 
@@ -98,18 +98,10 @@ def eager_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
 
 # ----------------------------------------------------------------------------- memory probe
 def _maxrss_bytes() -> int:
-    """Peak RSS of this process's address space.
-
-    ``VmHWM`` from /proc (per address space) -- not ``getrusage().ru_maxrss``, which on Linux
-    carries over the high-water mark of the pre-exec image, i.e. of the forked parent (pytest).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process's address space (``VmHWM``, via :func:`bench.runner.peak_rss_mb`)
+    -- not ``getrusage().ru_maxrss``, which on Linux carries over the high-water mark of the
+    pre-exec image, i.e. of the forked parent (pytest)."""
+    return int(peak_rss_mb() * 2**20)
 
 
 def _probe(mode: str, tasks: int) -> dict:
@@ -369,18 +361,9 @@ def test_pnm_statistics_constant_vs_stored_lists(benchmark, perf, pnm_inputs):
         variants[f"list-T{T}"] = (lambda T=T: merging.pnm_alpha(prev, delta, optima[T], fishers[T],
                                                                  masks=masks))
     alphas: dict[str, float] = {}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-
-    round_no = [0]
-
-    def one_round() -> None:
-        got = perf.interleave(variants, 1, offset=round_no[0],
-                              on_result=lambda name, r, value: alphas.__setitem__(name, value))
-        round_no[0] += 1
-        for name, seconds in got.items():
-            times[name].extend(seconds)
-
-    perf.run_rounds(benchmark, one_round, PNM_ROUNDS)
+    times = perf.interleaved_rounds(
+        benchmark, variants, PNM_ROUNDS,
+        on_result=lambda name, r, value: alphas.__setitem__(name, value))
     for T in PNM_TASKS:  # the constant form is the stored-list form, rearranged
         assert 0.0 < alphas[f"list-T{T}"] < 1.0
         assert alphas[f"const-T{T}"] == pytest.approx(alphas[f"list-T{T}"], rel=1e-6, abs=1e-9)

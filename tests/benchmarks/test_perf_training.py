@@ -141,17 +141,8 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
             step(name)
     for series in hook_seconds.values():
         series.clear()
-    times: dict[str, list[float]] = {name: [] for name in plugins}
-    round_no = [0]
-
-    def one_round() -> None:
-        got = perf.interleave({name: (lambda n=name: step(n)) for name in plugins}, 1,
-                              offset=round_no[0])
-        round_no[0] += 1
-        for name, seconds in got.items():
-            times[name].extend(seconds)
-
-    perf.run_rounds(benchmark, one_round, STEP_ROUNDS)
+    times = perf.interleaved_rounds(
+        benchmark, {name: (lambda n=name: step(n)) for name in plugins}, STEP_ROUNDS)
     draws = pnm.step_draws
     perturbed = sum(1 for d in draws if d != 0.0) / max(1, len(draws))
     seqft_step = perf.quantile(times["seqft"], 0.25)
@@ -318,16 +309,7 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
         run()
     for series in (*inside.values(), *iterations.values(), *steps_done.values()):
         series.clear()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    round_no = [0]
-
-    def one_round() -> None:
-        got = perf.interleave(variants, 1, offset=round_no[0])
-        round_no[0] += 1
-        for name, seconds in got.items():
-            times[name].extend(seconds)
-
-    perf.run_rounds(benchmark, one_round, HARNESS_ROUNDS)
+    times = perf.interleaved_rounds(benchmark, variants, HARNESS_ROUNDS)
     assert steps_done["strategy"][-1] == steps_done["bare"][-1] == steps_done["pnm"][-1] > 0
 
     profile = cProfile.Profile()
