@@ -346,13 +346,6 @@ def _describe(cfg: RunConfig) -> str:
     return f"{cfg.benchmark}/{cfg.label or cfg.method}/seed{cfg.seed}"
 
 
-def _payload(cfg: RunConfig, out: Path, retry_failed: bool, run_function: str | None) -> Payload:
-    data = cfg.model_dump(mode="json")
-    if data.get("data_root") and not os.path.isabs(data["data_root"]):  # not in the config hash
-        data["data_root"] = os.path.abspath(data["data_root"])
-    return (data, str(out), bool(retry_failed), run_function)
-
-
 @dataclass
 class _Grid:
     """What every executor gets: the missing runs, where their records go, the resource request
@@ -371,7 +364,12 @@ class _Grid:
         return [cfg.model_copy(update={"threads": threads}) for cfg in self.todo]
 
     def payload(self, cfg: RunConfig) -> Payload:
-        return _payload(cfg, self.out, self.retry_failed, self.run_function)
+        """What a worker gets for ``cfg``: its config (data root made absolute; the root is not
+        in the config hash), the store, and the run options."""
+        data = cfg.model_dump(mode="json")
+        if data.get("data_root") and not os.path.isabs(data["data_root"]):
+            data["data_root"] = os.path.abspath(data["data_root"])
+        return (data, str(self.out), bool(self.retry_failed), self.run_function)
 
 
 class _Reporter:

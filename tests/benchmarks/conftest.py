@@ -39,7 +39,6 @@ import platform
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -49,6 +48,8 @@ from typing import Any
 
 import pytest
 import torch
+
+from bench.runner import git_revision
 
 THREADS = 2
 torch.set_num_threads(THREADS)
@@ -330,19 +331,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (unset)"),
         "platform": platform.platform(),
-        "git_rev": _git_rev(),
+        "git_rev": git_revision(),
     }
-
-
-def _git_rev() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, timeout=5, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
 
 
 _RECORDER = pytest.StashKey[PerfRecorder]()
