@@ -218,6 +218,14 @@ def leaderboard_section(results: Path) -> list[str]:
                  f"{len(labels)} labels" + (f"; {unreadable} unreadable" if unreadable else ""))
     lines.append(f"- sum of run times (`timings.total_s`): {total:.0f} s = {total / 60:.1f} min = "
                  f"{total / 3600:.2f} h")
+    timings = [r.get("timings") or {} for r in records]
+    steps = sum(int(t.get("train_steps") or 0) for t in timings)
+    phases = {k: sum(float(t.get(k) or 0.0) for t in timings) for k in ("train_s", "eval_s", "merge_s")}
+    if steps:
+        lines.append(f"- where it goes: optimisation steps {phases['train_s'] / 60:.1f} min "
+                     f"({steps} steps, {1e3 * phases['train_s'] / steps:.0f} ms per step and run), "
+                     f"evaluation {phases['eval_s'] / 60:.1f} min, merges and their statistics "
+                     f"{phases['merge_s'] / 60:.1f} min")
     if not board.is_file():
         lines.append("- `leaderboard.md`: not yet generated")
     elif runs_line is None:
