@@ -35,7 +35,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable -q $(ARGS)
-	$(BIN)/python -m bench.perf_report
+	$(BIN)/python -m mergecl.bench.reporting.perf_report
 
 lint: setup
-	$(BIN)/python -m pip install -q ruff && $(BIN)/ruff check bench methods tests
+	$(BIN)/python -m pip install -q ruff && $(BIN)/ruff check mergecl bench methods tests

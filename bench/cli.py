@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.config import (
+from mergecl.bench.config.run_config import (
     ConfigError,
     default_grid,
     load_yaml,
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------ helpers
 def _load_plugins(paths: Sequence[str]) -> None:
-    from methods.registry import UnknownMethodError, load_plugin_file
+    from mergecl.methods.registry import UnknownMethodError, load_plugin_file
 
     for path in paths:
         try:
@@ -129,16 +129,16 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def _records(out: str) -> list[dict]:
-    from bench.store import ResultStore
+    from mergecl.bench.orchestration.store import ResultStore
 
     return ResultStore(out).records()
 
 
 # ------------------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.config import resolve_run
-    from bench.runner import run_and_store, run_key, validate_run
-    from bench.store import ResultStore
+    from mergecl.bench.config.run_config import resolve_run
+    from mergecl.bench.orchestration.runner import run_and_store, run_key, validate_run
+    from mergecl.bench.orchestration.store import ResultStore
 
     _load_plugins(args.plugins)
     cfg = resolve_run(args.method, args.benchmark, args.seed, args.preset or "default",
@@ -183,7 +183,7 @@ def _grid_from_args(args: argparse.Namespace):
 
 
 def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from bench.grid import expand_grid, validate_grid
+    from mergecl.bench.config.grid_config import expand_grid, validate_grid
 
     _load_plugins(args.plugins)
     raw, grid = _grid_from_args(args)
@@ -196,11 +196,11 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for path in write_leaderboard_outputs(args.out, runs, grid, command, None):
             _say(args, f"wrote {path}")
         return 0
-    from bench.executors import execute
+    from mergecl.bench.orchestration.executors import execute
 
     slurm = None
     if args.executor == "slurm":
-        from bench.executors import SlurmOptions
+        from mergecl.bench.orchestration.executors import SlurmOptions
 
         options = {k: v for k, v in {
             "partition": args.partition, "time_min": args.time_min, "gpus_per_node": args.gpus_per_node,
@@ -221,9 +221,9 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wall_s: float | None) -> list[Path]:
     """Tables (md, tex, csv), plots and the mini paper tables for the runs of this grid."""
-    from bench.plots import plot_all
-    from bench.runner import library_versions
-    from bench.tables import write_tables
+    from mergecl.bench.reporting.plots import plot_all
+    from mergecl.bench.orchestration.runner import library_versions
+    from mergecl.bench.reporting.tables import write_tables
 
     wanted = {(c.benchmark, c.label, c.seed) for c in runs}
     records = [r for r in _records(out) if (r.get("benchmark"), r.get("label"), r.get("seed")) in wanted]
@@ -245,10 +245,10 @@ def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wal
         + (f" **{len(runs) - len(records)} of the grid's {len(runs)} runs have no record yet** "
            "(rerun the command to complete it; finished runs are kept)." if len(records) < len(runs) else ""),
         "Cells: mean ± std over seeds (n), in percent; best continual method per column in bold.",
-        "Protocol: README \"Default protocol\" and bench/configs/presets.yaml (preset "
+        "Protocol: README \"Default protocol\" and bench/config/presets.yaml (preset "
         f"`{runs[0].preset if runs else '?'}`); TRM is mergecl's reconstruction from the paper's abstract.",
     ]
-    from bench.report import discrimination_lines
+    from mergecl.bench.reporting.report import discrimination_lines
 
     header += ["", "## Does each benchmark discriminate? (measured from these records)", ""]
     header += discrimination_lines(records, grid.benchmarks, labels)
@@ -258,8 +258,8 @@ def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wal
                          benchmarks=grid.benchmarks, method_order=labels)
     paths += plot_all(records, out_path / "plots")
     try:
-        from bench.paper import mini_table, ordering_report
-        from bench.store import atomic_write_text
+        from mergecl.bench.reporting.paper import mini_table, ordering_report
+        from mergecl.bench.orchestration.store import atomic_write_text
 
         for paper in ("pnm", "magmax"):
             lines = [f"# CPU mini edition of the {paper} paper table", "",
@@ -278,7 +278,7 @@ def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wal
 def cmd_table(args: argparse.Namespace) -> int:
     records = _records(args.out)
     if args.paper:
-        from bench.paper import mini_table, paper_table
+        from mergecl.bench.reporting.paper import mini_table, paper_table
 
         fmt = "markdown" if args.format == "csv" else args.format
         try:
@@ -287,7 +287,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from None
         print(text)
         return 0
-    from bench.tables import leaderboard_frame, render
+    from mergecl.bench.reporting.tables import leaderboard_frame, render
 
     if not records:
         print(f"no records under {args.out!r}; run `mergecl leaderboard` or `mergecl run` first")
@@ -297,7 +297,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from bench.plots import plot_all
+    from mergecl.bench.reporting.plots import plot_all
 
     for path in plot_all(_records(args.out), Path(args.out) / "plots"):
         print(path)
@@ -307,7 +307,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from methods.registry import available, get_method
+    from mergecl.methods.registry import available, get_method
 
     _load_plugins(args.plugins)
     rows = []
@@ -323,8 +323,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_benchmarks(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench import data
-    from bench.benchmarks import OFFLINE_BENCHMARKS, paper_benchmark_names
+    from mergecl.bench.streams import datasets as data
+    from mergecl.bench.streams.benchmarks import OFFLINE_BENCHMARKS, paper_benchmark_names
 
     status = {s["name"]: s for s in data.dataset_status()}
     rows = []
@@ -341,7 +341,7 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench import data
+    from mergecl.bench.streams import datasets as data
 
     if args.action == "status":
         for row in data.dataset_status(data_root=args.data_root):
@@ -354,7 +354,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_new_method(args: argparse.Namespace) -> int:
-    from bench.scaffold import write_scaffold
+    from mergecl.bench.scaffold import write_scaffold
 
     for path in write_scaffold(args.name, Path(args.dir)):
         print(f"wrote {path}")

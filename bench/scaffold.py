@@ -11,7 +11,7 @@ import keyword
 import re
 from pathlib import Path
 
-from bench.config import ConfigError
+from mergecl.bench.config.run_config import ConfigError
 
 _PLUGIN = '''"""{title} — a mergecl method plugin.
 
@@ -33,8 +33,8 @@ from typing import Any
 from pydantic import Field
 from torch import Tensor
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 
 
 class {cls}Params(MethodParams):
@@ -87,7 +87,7 @@ def test_merge_rule_hand_computed():
 
 
 def test_runs_end_to_end_on_the_quick_preset(tmp_path):
-    from bench.cli import main
+    from mergecl.bench.cli import main
 
     code = main(["run", "--plugins", str(PLUGIN), "--method", "{name}", "--benchmark", "split-mnist",
                  "--preset", "quick", "--out", str(tmp_path), "--quiet"])

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 
 
 class AveragingParams(MethodParams):

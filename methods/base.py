@@ -16,7 +16,7 @@ Methods that train from unmerged weights but evaluate merged ones (MagMax) keep 
 swap it back in at the next task's start: the model always holds the merged weights between
 experiences, so evaluation needs no extra hook.
 
-All maths is in :mod:`methods.merging`; a subclass only chooses which pure function to call.
+All maths is in :mod:`mergecl.methods.merging`; a subclass only chooses which pure function to call.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from avalanche.core import SupervisedPlugin
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
-from methods.parameterisation import ParameterSpace
+from mergecl.methods.parameterisation import ParameterSpace
 
 StateDict = dict[str, Tensor]
 BatchFactory = Callable[..., Iterable[tuple[Tensor, Tensor]]]
@@ -192,7 +192,7 @@ class MergeMethod(SupervisedPlugin):
                         chunk_size: int | None = 32) -> StateDict:
         """Diagonal empirical Fisher of the current weights on ``task``'s training data,
         over exactly the mergeable entries, with the logits the training loss used."""
-        from methods.fisher import diagonal_fisher
+        from mergecl.methods.fisher import diagonal_fisher
 
         model = self.space.model
         was_training = model.training

@@ -41,7 +41,7 @@ Implementation notes (deviations and choices):
   AdamW. Adam-NSCL, which BECAME's code builds on, likewise projects the Adam update.
 * LoRA: at the start of the stable stage the fresh A factors are projected off U, so the
   adapter's output on old inputs is exactly zero and stays zero (B still trains freely).
-* Only Linear / 1×1-conv weights are projected (``methods.gpm`` supports those): biases, norm
+* Only Linear / 1×1-conv weights are projected (``mergecl.methods.gpm`` supports those): biases, norm
   affine parameters, depth-wise and k×k convolutions train unprojected in the stable stage.
   The original projects every layer of a network trained from scratch.
 * F_t, F(θ_GP) and F(θ̂_t) use the logits the training loss used (``loss_mask``).
@@ -57,9 +57,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
-from methods.gpm import GradientProjector, project_gradient_
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods.gpm import GradientProjector, project_gradient_
 
 # ------------------------------------------------------------------------------ pure helpers
 

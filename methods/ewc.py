@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from methods.base import MergeMethod, MethodParams
+from mergecl.methods.base import MergeMethod, MethodParams
 
 
 class EWCParams(MethodParams):

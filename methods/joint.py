@@ -7,7 +7,7 @@ accuracies; tables show it as the upper bound and never rank it among continual 
 
 from __future__ import annotations
 
-from methods.base import MergeMethod, MethodParams
+from mergecl.methods.base import MergeMethod, MethodParams
 
 
 class Joint(MergeMethod):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from methods.base import MergeMethod, MethodParams
+from mergecl.methods.base import MergeMethod, MethodParams
 
 
 class LwFParams(MethodParams):

@@ -27,8 +27,8 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import Tensor
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 
 
 class MagMaxParams(MethodParams):

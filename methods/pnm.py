@@ -39,8 +39,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 
 
 class PnMParams(MethodParams):

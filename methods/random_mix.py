@@ -17,8 +17,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 
 
 def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_count: int,

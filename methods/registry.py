@@ -6,7 +6,7 @@ A third-party package registers a method by declaring, in its ``pyproject.toml``
     my-merge = "my_package.my_merge:MyMerge"
 
 and a one-file experiment is loaded with ``mergecl run --plugins path/to/file.py``: every
-:class:`~methods.base.MergeMethod` subclass with a ``name`` defined in that file is registered.
+:class:`~mergecl.methods.base.MergeMethod` subclass with a ``name`` defined in that file is registered.
 Nothing else is ever imported: a config can only name registered methods.
 """
 
@@ -18,24 +18,24 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from methods.base import MergeMethod
+from mergecl.methods.base import MergeMethod
 
 ENTRY_POINT_GROUP = "mergecl.methods"
 
 BUILTINS: dict[str, str] = {
-    "seqft": "methods.seqft:SeqFT",
-    "joint": "methods.joint:Joint",
-    "avg": "methods.avg:ModelAveraging",
-    "coma": "methods.coma:CoMA",
-    "dare": "methods.dare:DareMerge",
-    "pnm": "methods.pnm:PerturbAndMerge",
-    "magmax": "methods.magmax:MagMax",
-    "ties": "methods.ties:TiesMerge",
-    "random-mix": "methods.random_mix:RandomMix",
-    "became": "methods.became:BECAME",
-    "trm": "methods.trm:TRM",
-    "ewc": "methods.ewc:EWC",
-    "lwf": "methods.lwf:LwF",
+    "seqft": "mergecl.methods.seqft:SeqFT",
+    "joint": "mergecl.methods.joint:Joint",
+    "avg": "mergecl.methods.avg:ModelAveraging",
+    "coma": "mergecl.methods.coma:CoMA",
+    "dare": "mergecl.methods.dare:DareMerge",
+    "pnm": "mergecl.methods.pnm:PerturbAndMerge",
+    "magmax": "mergecl.methods.magmax:MagMax",
+    "ties": "mergecl.methods.ties:TiesMerge",
+    "random-mix": "mergecl.methods.random_mix:RandomMix",
+    "became": "mergecl.methods.became:BECAME",
+    "trm": "mergecl.methods.trm:TRM",
+    "ewc": "mergecl.methods.ewc:EWC",
+    "lwf": "mergecl.methods.lwf:LwF",
 }
 
 _extra: dict[str, type[MergeMethod]] = {}

@@ -7,7 +7,7 @@ weights after the task, and a fresh adapter is trained for the next one.
 
 from __future__ import annotations
 
-from methods.base import MergeMethod, MethodParams
+from mergecl.methods.base import MergeMethod, MethodParams
 
 
 class SeqFT(MergeMethod):

@@ -62,8 +62,8 @@ from pydantic import Field
 from torch import Tensor
 from torch.func import functional_call
 
-from methods import merging
-from methods.base import MergeMethod, MethodParams, StateDict, loss_classes
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict, loss_classes
 
 MAX_CHECKPOINTS = 5
 _BLOCK = re.compile(r"(?:^|\.)((?:blocks|layers|stages)\.\d+|layer\d+)(?:\.|$)")

@@ -54,7 +54,7 @@ def no_network(monkeypatch):
 def data_root(tmp_path_factory):
     """A torchvision-layout root with MNIST (and Fashion-MNIST when its package is
     installed) prepared from installed packages, with the network blocked."""
-    from bench.data import prepare_all
+    from mergecl.bench.streams.datasets import prepare_all
 
     root = tmp_path_factory.mktemp("mergecl-data")
     with pytest.MonkeyPatch.context() as mp:
@@ -78,7 +78,7 @@ def _isolated_cache(tmp_path_factory):
 
 def quick_run(method: str, benchmark: str = "split-mnist", seed: int = 0, **overrides):
     """Run one quick-preset run in-process and return its record."""
-    from bench.config import resolve_run
-    from bench.runner import run_one
+    from mergecl.bench.config.run_config import resolve_run
+    from mergecl.bench.orchestration.runner import run_one
 
     return run_one(resolve_run(method, benchmark, seed, "quick", overrides))

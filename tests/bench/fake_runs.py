@@ -1,6 +1,6 @@
-"""Stand-ins for ``bench.runner.run_one`` used by the executor and reliability tests.
+"""Stand-ins for ``mergecl.bench.orchestration.runner.run_one`` used by the executor and reliability tests.
 
-They are passed to :func:`bench.executors.execute` as ``run_function=FAKE_RUN`` (a file path,
+They are passed to :func:`mergecl.bench.orchestration.executors.execute` as ``run_function=FAKE_RUN`` (a file path,
 so that spawned pool workers, Ray workers and submitit jobs can import them whatever their
 ``sys.path``). Behaviour is steered by the run's ``params`` (part of the config hash, so a
 test's grid is self-describing):
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.config import ConfigError, RunConfig
-from bench.runner import record_identity
+from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.orchestration.runner import record_identity
 
 FAKE_RUN = f"{Path(__file__).resolve()}:fake_run"
 NAN_RUN = f"{Path(__file__).resolve()}:nan_run"
@@ -69,7 +69,7 @@ def fake_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
         time.sleep(0.05)
     fail = cfg.params.get("fail")
     if fail == "nonfinite":
-        from bench.strategy import NonFiniteLossError
+        from mergecl.bench.training.strategy import NonFiniteLossError
 
         raise NonFiniteLossError("training loss became nan at step 3 (experience 0)")
     if fail == "config":
@@ -88,7 +88,7 @@ def nan_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     from avalanche.benchmarks.scenarios.deprecated.generators import tensors_benchmark
     from avalanche.core import SupervisedPlugin
 
-    from bench.strategy import MergeCLStrategy
+    from mergecl.bench.training.strategy import MergeCLStrategy
 
     class PoisonAfterTwoSteps(SupervisedPlugin):
         def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
@@ -124,7 +124,7 @@ QUICK_RUN = {"method": "seqft", "benchmark": "split-mnist", "preset": "quick"}
 
 
 def quick_config(data_root: str | Path, seed: int = 0) -> RunConfig:
-    from bench.config import resolve_run
+    from mergecl.bench.config.run_config import resolve_run
 
     return resolve_run(
         QUICK_RUN["method"],
@@ -144,7 +144,7 @@ def real_run_status(data_root: str | Path) -> tuple[bool, str, dict[str, Any] | 
     """
     if "works" not in _real_status:
         try:
-            from bench import runner
+            from mergecl.bench.orchestration import runner
 
             cfg = quick_config(data_root)
             runner.validate_run(cfg)

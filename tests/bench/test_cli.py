@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.cli import main
+from mergecl.bench.cli import main
 
 QUICK_GRID = """
 methods: [seqft, avg, joint]
@@ -19,7 +19,7 @@ preset: quick
 
 
 def test_help_works():
-    out = subprocess.run([sys.executable, "-m", "bench.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mergecl.bench.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "leaderboard" in out.stdout
 
 

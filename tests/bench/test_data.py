@@ -1,4 +1,4 @@
-"""bench.data: offline-first MNIST / Fashion-MNIST roots, verification and tensor cache."""
+"""mergecl.bench.streams.datasets: offline-first MNIST / Fashion-MNIST roots, verification and tensor cache."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data as D
-from bench.data import (
+from mergecl.bench.streams import datasets as D
+from mergecl.bench.streams.datasets import (
     IDX_FILES,
     DataIntegrityError,
     DataUnavailableError,

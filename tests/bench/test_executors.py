@@ -1,4 +1,4 @@
-"""Tests of bench.executors: the store decides what is missing; every executor runs exactly that.
+"""Tests of mergecl.bench.orchestration.executors: the store decides what is missing; every executor runs exactly that.
 
 Most tests use the fake run function of ``fake_runs.py`` (passed as ``run_function`` so that
 spawned, Ray and submitit workers use it too). One real end-to-end test per executor runs the
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
 
-from bench import executors
-from bench.config import ConfigError, RunConfig
-from bench.executors import ExecutionSummary, SlurmOptions, execute, missing_runs, plan_local
-from bench.store import ResultStore, RunKey, config_hash
+from mergecl.bench.orchestration import executors
+from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.orchestration.executors import ExecutionSummary, SlurmOptions, execute, missing_runs, plan_local
+from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_plan_local_never_oversubscribes() -> None:
 
 # ---------------------------------------------------------------------------- local executor
 def test_local_in_process_with_monkeypatched_run_one(tmp_path: Path, monkeypatch) -> None:
-    import bench.runner
+    import mergecl.bench.orchestration.runner
 
     calls: list[str] = []
 
@@ -145,7 +145,7 @@ def test_local_in_process_with_monkeypatched_run_one(tmp_path: Path, monkeypatch
             progress(1, 1)
         return minimal_record(cfg, "2024-01-01T00:00:00+00:00")
 
-    monkeypatch.setattr(bench.runner, "run_one", run_one)
+    monkeypatch.setattr(mergecl.bench.orchestration.runner, "run_one", run_one)
     out = tmp_path / "results"
     cfgs = grid(["a", "b"], [0, 1])
     summary = execute(cfgs, out, workers=1, quiet=True)
@@ -211,7 +211,7 @@ def test_bad_arguments_are_config_errors(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError, match="module:function"):
         execute(cfgs, tmp_path, quiet=True, run_function="no_colon")
     with pytest.raises(ConfigError, match="cannot be loaded"):
-        execute(cfgs, tmp_path, quiet=True, run_function="bench.no_such_module:f")
+        execute(cfgs, tmp_path, quiet=True, run_function="mergecl.bench.no_such_module:f")
     with pytest.raises(ConfigError, match="time-min"):
         execute(cfgs, tmp_path, executor="slurm", quiet=True, slurm=SlurmOptions(time_min=0))
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError

@@ -1,4 +1,4 @@
-"""Tests of bench.metrics against hand-computed matrices and generic properties."""
+"""Tests of mergecl.bench.reporting.metrics against hand-computed matrices and generic properties."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import METRIC_NAMES, accuracy_curve, summarize, summarize_row
+from mergecl.bench.reporting.metrics import METRIC_NAMES, accuracy_curve, summarize, summarize_row
 
 
 def test_one_task_has_no_forgetting_or_bwt() -> None:
@@ -134,7 +134,7 @@ def test_unseen_entries_do_not_change_acc_aaa_bwt(R: np.ndarray, value: float) -
 
 
 def test_discrimination_lines_from_records():
-    from bench.report import discrimination_lines
+    from mergecl.bench.reporting.report import discrimination_lines
 
     def rec(label, seed, acc):
         return {"benchmark": "mnist-fmnist", "label": label, "seed": seed, "status": "ok",

@@ -1,4 +1,4 @@
-"""bench.models: timm backbones with offline weights and the ClassifierModel wrapper."""
+"""mergecl.bench.training.models: timm backbones with offline weights and the ClassifierModel wrapper."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench import models as M
-from bench.models import (
+from mergecl.bench.training import models as M
+from mergecl.bench.training.models import (
     BACKBONES,
     ClassifierModel,
     WeightsUnavailableError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.paper import (
+from mergecl.bench.reporting.paper import (
     MINI_BENCHMARKS,
     MINI_TABLES,
     PAPER_TABLES,
@@ -22,7 +22,7 @@ from bench.paper import (
 )
 
 METHODS_MD = Path("/work/shared/METHODS.md")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "bench" / "configs" / "paper"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "bench" / "config" / "grids" / "paper"
 
 
 def rec(label, benchmark, seed, acc, aaa=None, status="ok", finished_at="2026-01-01T00:00:00Z"):
@@ -225,7 +225,7 @@ def test_ordering_report_pnm_follows_reported_inr10_order():
 
 # ------------------------------------------------------------------------------ configs
 
-from bench.config import RunConfig  # noqa: E402
+from mergecl.bench.config.run_config import RunConfig  # noqa: E402
 
 RUN_FIELDS = set(RunConfig.model_fields)
 METHOD_NAMES = {"seqft", "joint", "avg", "coma", "dare", "pnm", "magmax", "ties", "random-mix", "became",
@@ -287,8 +287,8 @@ def test_magmax_config_is_the_paper_setup():
 @pytest.mark.parametrize("name", ["pnm", "magmax", "pnm-mini", "magmax-mini"])
 def test_paper_configs_expand_into_valid_runs(name):
     """Every run of every paper grid resolves and validates (data presence aside)."""
-    from bench.config import parse_grid
-    from bench.grid import expand_grid, validate_grid
+    from mergecl.bench.config.run_config import parse_grid
+    from mergecl.bench.config.grid_config import expand_grid, validate_grid
 
     runs = expand_grid(parse_grid(_load(name)))
     validate_grid(runs, check_data=False)

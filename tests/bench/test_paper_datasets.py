@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.paper_datasets import (
+from mergecl.bench.streams.paper_datasets import (
     PAPER_DATASETS,
     DatasetLayoutError,
     DatasetSizeWarning,

@@ -1,4 +1,4 @@
-"""Tests of bench.plots: files are written, are valid PNGs, odd inputs do not crash."""
+"""Tests of mergecl.bench.reporting.plots: files are written, are valid PNGs, odd inputs do not crash."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from bench.plots import (
+from mergecl.bench.reporting.plots import (
     coefficient_series,
     plot_accuracy_curves,
     plot_accuracy_heatmaps,

@@ -22,7 +22,7 @@ from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_run_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.config import (
+from mergecl.bench.config.run_config import (
     GRID_KEYS,
     RUN_FIELDS,
     ConfigError,
@@ -33,8 +33,8 @@ from bench.config import (
     parse_overrides,
     resolve_run,
 )
-from bench.executors import execute, missing_runs
-from bench.store import ResultStore, RunKey
+from mergecl.bench.orchestration.executors import execute, missing_runs
+from mergecl.bench.orchestration.store import ResultStore, RunKey
 
 REPO = Path(__file__).resolve().parents[2]
 DEAD_PID = 2**22 + 4321  # above Linux's pid_max: no such process exists
@@ -43,8 +43,8 @@ DEAD_PID = 2**22 + 4321  # above Linux's pid_max: no such process exists
 # ---------------------------------------------------------------------------- helpers
 GRID_SCRIPT = textwrap.dedent("""
     import json, sys
-    from bench.config import RunConfig
-    from bench.executors import execute
+    from mergecl.bench.config.run_config import RunConfig
+    from mergecl.bench.orchestration.executors import execute
 
     if __name__ == "__main__":
         out, log, fake, workers, n, sleep_s = sys.argv[1:7]
@@ -358,7 +358,7 @@ def test_same_seed_and_config_give_the_same_accuracy_matrix(request) -> None:
     works, reason, first = real_run_status(data_root)
     if not works:
         pytest.skip(reason)
-    from bench.runner import run_one
+    from mergecl.bench.orchestration.runner import run_one
 
     second = run_one(quick_config(data_root))
     assert second["config_hash"] == first["config_hash"]
@@ -392,7 +392,7 @@ def test_peak_rss_is_per_run_not_the_worker_high_water_mark() -> None:
     """A pool worker runs many runs: each record's peak RSS starts from a fresh window."""
     import numpy as np
 
-    from bench.runner import peak_rss_mb, reset_peak_rss
+    from mergecl.bench.orchestration.runner import peak_rss_mb, reset_peak_rss
 
     assert reset_peak_rss()
     before = peak_rss_mb()

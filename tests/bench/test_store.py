@@ -1,4 +1,4 @@
-"""Tests of bench.store: layout, atomic writes, status, tolerant reads and per-run locks."""
+"""Tests of mergecl.bench.orchestration.store: layout, atomic writes, status, tolerant reads and per-run locks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.store import ResultStore, RunKey, config_hash
+from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 FORK = multiprocessing.get_context("fork")
 DEAD_PID = 2**22 + 4321  # above Linux's maximum pid_max: no such process can exist

@@ -1,4 +1,4 @@
-"""Tests of bench.tables with hand-built records."""
+"""Tests of mergecl.bench.reporting.tables with hand-built records."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.tables import (
+from mergecl.bench.reporting.tables import (
     MISSING,
     TABLE_METRICS,
     WALL_TIME_COLUMN,

@@ -9,7 +9,7 @@ parallel region may wait for a descheduled thread (libgomp spins by default); th
 a contention probe at start and end (``contention_probe``) so that the report says how loaded
 the machine was.
 
-What a run leaves behind (read by ``python -m bench.perf_report``):
+What a run leaves behind (read by ``python -m mergecl.bench.reporting.perf_report``):
 
 * ``<perf dir>/perf.json`` -- pytest-benchmark's JSON (``--benchmark-json`` is set to it when
   not given on the command line; written only with ``--benchmark-enable``). Each benchmark is
@@ -49,7 +49,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.runner import git_revision
+from mergecl.bench.orchestration.runner import git_revision
 
 THREADS = 2
 torch.set_num_threads(THREADS)
@@ -341,7 +341,7 @@ _RECORDER = pytest.StashKey[PerfRecorder]()
 # ----------------------------------------------------------------------------- hooks
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Default ``--benchmark-json`` to ``<perf dir>/perf.json`` (what bench.perf_report reads)."""
+    """Default ``--benchmark-json`` to ``<perf dir>/perf.json`` (what mergecl.bench.reporting.perf_report reads)."""
     config.stash[_RECORDER] = PerfRecorder()
     if getattr(config.option, "benchmark_json", "missing") is None and _explicitly_requested(config):
         target = perf_dir() / JSON_NAME
@@ -416,7 +416,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for when, probe in recorder.contention.items():
         tr.write_line(f"contention probe ({when}): 2-thread / 1-thread time of a small parallel op "
                       f"= {probe['two_over_one']:.2f} (idle machine: ~0.5-0.7); load {probe['load_avg']}")
-    tr.write_line(f"side file: {perf_dir() / EXTRA_NAME}; report: python -m bench.perf_report")
+    tr.write_line(f"side file: {perf_dir() / EXTRA_NAME}; report: python -m mergecl.bench.reporting.perf_report")
 
 
 # ----------------------------------------------------------------------------- fixtures

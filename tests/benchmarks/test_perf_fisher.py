@@ -1,6 +1,6 @@
 """Fisher estimation: batched per-sample gradients (``torch.func`` vmap) vs the per-sample loop.
 
-5. ``methods.fisher.diagonal_fisher`` vs ``diagonal_fisher_loop`` on EfficientNet-Lite0 at 32 px
+5. ``mergecl.methods.fisher.diagonal_fisher`` vs ``diagonal_fisher_loop`` on EfficientNet-Lite0 at 32 px
    over 64 samples, with the settings ``MergeMethod.estimate_fisher`` uses: model in eval mode,
    ``channels_last`` input re-layout off (vmap cannot re-layout per-sample inputs), batches and
    vmap chunks of 32, every mergeable parameter of the full parameterisation, the loss restricted
@@ -23,9 +23,9 @@ SPEEDUP_TARGET = 1.0  # the batched path exists to be faster than the loop
 
 @pytest.mark.benchmark(group="fisher")
 def test_fisher_vmap_vs_loop(benchmark, perf):
-    from bench.config import RunConfig
-    from bench.runner import build_model, build_space_for
-    from methods.fisher import diagonal_fisher, diagonal_fisher_loop
+    from mergecl.bench.config.run_config import RunConfig
+    from mergecl.bench.orchestration.runner import build_model, build_space_for
+    from mergecl.methods.fisher import diagonal_fisher, diagonal_fisher_loop
 
     cfg = RunConfig(method="pnm", benchmark="split-mnist", threads=2, image_size=32,
                     channels_last=True, batch_size=64)

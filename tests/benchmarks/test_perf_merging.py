@@ -3,9 +3,9 @@
 1. MagMax on 10 task vectors of ViT-B/16 size (86.6 M float32 each, random values with
    ViT-B/16's parameter shapes from a meta-device timm model):
 
-   * ``fold``  -- :class:`methods.merging.MaxMagnitudeAccumulator` (copy of τ₁, then
-     :func:`~methods.merging.max_magnitude_fold_` per further τ);
-   * ``list``  -- :func:`~methods.merging.max_magnitude` over all 10 held task vectors;
+   * ``fold``  -- :class:`mergecl.methods.merging.MaxMagnitudeAccumulator` (copy of τ₁, then
+     :func:`~mergecl.methods.merging.max_magnitude_fold_` per further τ);
+   * ``list``  -- :func:`~mergecl.methods.merging.max_magnitude` over all 10 held task vectors;
    * ``floor`` -- the read-once floor: copy of τ₁, then ``running.add_(τ)`` per entry, i.e. every
      task vector read once and a running buffer updated in place in one fused pass -- the
      memory traffic any streaming fold needs at least;
@@ -37,9 +37,9 @@ from time import perf_counter
 import pytest
 import torch
 
-from bench.runner import peak_rss_mb
-from methods import merging
-from methods.merging import StateDict
+from mergecl.bench.orchestration.runner import peak_rss_mb
+from mergecl.methods import merging
+from mergecl.methods.merging import StateDict
 
 VIT = "vit_base_patch16_224"
 LITE0 = "tf_efficientnet_lite0"
@@ -98,7 +98,7 @@ def eager_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
 
 # ----------------------------------------------------------------------------- memory probe
 def _maxrss_bytes() -> int:
-    """Peak RSS of this process's address space (``VmHWM``, via :func:`bench.runner.peak_rss_mb`)
+    """Peak RSS of this process's address space (``VmHWM``, via :func:`mergecl.bench.orchestration.runner.peak_rss_mb`)
     -- not ``getrusage().ru_maxrss``, which on Linux carries over the high-water mark of the
     pre-exec image, i.e. of the forked parent (pytest)."""
     return int(peak_rss_mb() * 2**20)

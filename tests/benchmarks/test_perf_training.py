@@ -34,7 +34,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from bench.config import RunConfig, resolve_run
+from mergecl.bench.config.run_config import RunConfig, resolve_run
 
 KINDS = ("full", "lora")
 BATCH = 64
@@ -65,8 +65,8 @@ def run_config(method: str, kind: str, data_root: Path | None = None, **override
 
 
 def method_for(cfg: RunConfig, space, built=None):
-    from bench.runner import _task_batches, method_class, method_params
-    from methods.base import MethodContext
+    from mergecl.bench.orchestration.runner import _task_batches, method_class, method_params
+    from mergecl.methods.base import MethodContext
 
     if built is not None:
         classes, n_classes, scenario = built.classes_per_experience, built.n_classes, built.scenario
@@ -81,7 +81,7 @@ def method_for(cfg: RunConfig, space, built=None):
 
 
 def build_model_and_space(cfg: RunConfig, n_classes: int = 10):
-    from bench.runner import build_model, build_space_for
+    from mergecl.bench.orchestration.runner import build_model, build_space_for
 
     model = build_model(cfg, n_classes)
     return model, build_space_for(cfg, model)
@@ -174,7 +174,7 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
 
 # ----------------------------------------------------------------------------- strategy helpers
 def build_strategy(cfg: RunConfig, built, method_name: str, extra: list | None = None):
-    from bench.strategy import AccuracyCollector, MergeCLStrategy
+    from mergecl.bench.training.strategy import AccuracyCollector, MergeCLStrategy
 
     model, space = build_model_and_space(cfg, built.n_classes)
     method = method_for(cfg, space, built)
@@ -191,7 +191,7 @@ def build_strategy(cfg: RunConfig, built, method_name: str, extra: list | None =
 
 @pytest.fixture(scope="module")
 def split_mnist(data_root):
-    from bench.benchmarks import build_benchmark
+    from mergecl.bench.streams.benchmarks import build_benchmark
 
     return build_benchmark(run_config("seqft", "full", data_root))
 
@@ -258,7 +258,7 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
     time of ``strategy.train(experience)`` / the bare loop's; P&M through the strategy =
     per-iteration times of the P&M strategy / the SeqFT strategy's (a timing plugin).
     """
-    from bench.strategy import TensorBatches
+    from mergecl.bench.training.strategy import TensorBatches
 
     built = split_mnist
     cfg = run_config("seqft", "full", data_root)

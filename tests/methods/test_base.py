@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_pnm import TinyClassifier
 
-from methods.base import MethodContext, head_masks, keep_trained_where_unmasked
-from methods.parameterisation import FullSpace
+from mergecl.methods.base import MethodContext, head_masks, keep_trained_where_unmasked
+from mergecl.methods.parameterisation import FullSpace
 
 
 def _ctx(rule: str) -> tuple[FullSpace, MethodContext]:
@@ -49,7 +49,7 @@ def test_magmax_keeps_one_running_selection_and_trains_from_unmerged():
 
 
 def test_magmax_plugin_state_is_constant_in_tasks():
-    from methods.magmax import MagMax, MagMaxParams
+    from mergecl.methods.magmax import MagMax, MagMaxParams
 
     space, ctx = _ctx("merge-old-rows")
     plugin = MagMax(MagMaxParams(), ctx)

@@ -1,4 +1,4 @@
-"""Tests of methods.became: pure helpers, stage switch, projection, λ, Fisher update, e2e."""
+"""Tests of mergecl.methods.became: pure helpers, stage switch, projection, λ, Fisher update, e2e."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from tiny_cl import N_CLASSES, FakeStrategy, make_context
 from torch import nn
 
-from methods import merging
-from methods.base import head_masks
-from methods.became import (
+from mergecl.methods import merging
+from mergecl.methods.base import head_masks
+from mergecl.methods.became import (
     BECAME,
     BECAMEParams,
     accumulate_fisher,
@@ -18,7 +18,7 @@ from methods.became import (
     projectable_layers,
     stable_steps,
 )
-from methods.parameterisation import FullSpace, LoraSpace
+from mergecl.methods.parameterisation import FullSpace, LoraSpace
 
 
 @pytest.fixture(autouse=True)
@@ -274,8 +274,8 @@ def test_without_fisher_lambda_is_one_over_t_plus_one():
 
 
 def _run(benchmark, parameterisation, data_root, **extra):
-    from bench.config import resolve_run
-    from bench.runner import run_one
+    from mergecl.bench.config.run_config import resolve_run
+    from mergecl.bench.orchestration.runner import run_one
 
     overrides = {"parameterisation": parameterisation, "data_root": str(data_root),
                  "params": {"fisher_samples": 16, "gpm_samples": 16}, **extra}

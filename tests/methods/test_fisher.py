@@ -1,4 +1,4 @@
-"""Tests of methods.fisher: vectorised per-sample Fisher against the plain loop and by hand."""
+"""Tests of mergecl.methods.fisher: vectorised per-sample Fisher against the plain loop and by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.fisher import diagonal_fisher, diagonal_fisher_loop
+from mergecl.methods.fisher import diagonal_fisher, diagonal_fisher_loop
 
 
 @pytest.fixture(autouse=True)

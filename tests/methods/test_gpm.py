@@ -1,4 +1,4 @@
-"""Tests of methods.gpm: GPM basis rule, input capture, and response preservation."""
+"""Tests of mergecl.methods.gpm: GPM basis rule, input capture, and response preservation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.gpm import GradientProjector, collect_layer_inputs, project_gradient_, update_basis
+from mergecl.methods.gpm import GradientProjector, collect_layer_inputs, project_gradient_, update_basis
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests of methods.merging: hand-computed cases, conventions, and oracle agreement."""
+"""Tests of mergecl.methods.merging: hand-computed cases, conventions, and oracle agreement."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from methods import merging as mg
+from mergecl.methods import merging as mg
 
 T = torch.tensor
 

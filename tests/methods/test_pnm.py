@@ -10,10 +10,10 @@ import torch
 from conftest import quick_run
 from torch import nn
 
-from methods import merging
-from methods.base import MethodContext, head_masks
-from methods.parameterisation import FullSpace
-from methods.pnm import PerturbAndMerge, PnMParams
+from mergecl.methods import merging
+from mergecl.methods.base import MethodContext, head_masks
+from mergecl.methods.parameterisation import FullSpace
+from mergecl.methods.pnm import PerturbAndMerge, PnMParams
 
 
 class TinyClassifier(nn.Module):
@@ -124,7 +124,7 @@ def test_one_forward_per_training_step(parameterisation, monkeypatch):
     """P&M's perturbation adds no forward pass: forward calls during training == steps."""
     from avalanche.core import SupervisedPlugin
 
-    import bench.runner as runner
+    import mergecl.bench.orchestration.runner as runner
 
     counts = {"forward_in_steps": 0, "steps": 0}
 

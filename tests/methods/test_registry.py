@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from methods.base import MergeMethod
-from methods.registry import BUILTINS, UnknownMethodError, available, get_method, load_plugin_file
+from mergecl.methods.base import MergeMethod
+from mergecl.methods.registry import BUILTINS, UnknownMethodError, available, get_method, load_plugin_file
 
 PLUGIN_SOURCE = textwrap.dedent('''
-    from methods import merging
-    from methods.base import MergeMethod, MethodParams
+    from mergecl.methods import merging
+    from mergecl.methods.base import MergeMethod, MethodParams
 
 
     class HalfWay(MergeMethod):
@@ -29,7 +29,7 @@ def test_every_builtin_imports_and_is_a_merge_method():
         cls = get_method(name)
         assert issubclass(cls, MergeMethod) and cls.name == name
         assert cls.paper, name
-        assert cls.__module__.startswith("methods.") and (sys.modules[cls.__module__].__doc__ or "").strip()
+        assert cls.__module__.startswith("mergecl.methods.") and (sys.modules[cls.__module__].__doc__ or "").strip()
 
 
 def test_unknown_method_names_the_accepted_ones():
@@ -38,7 +38,7 @@ def test_unknown_method_names_the_accepted_ones():
 
 
 def test_plugin_file_registers_and_runs(tmp_path):
-    from bench.cli import main
+    from mergecl.bench.cli import main
 
     path = tmp_path / "halfway.py"
     path.write_text(PLUGIN_SOURCE.format(name="halfway-file"))

@@ -1,4 +1,4 @@
-"""Tests of methods.trm (the mergecl reconstruction of TRM): pure pieces, plugin, e2e."""
+"""Tests of mergecl.methods.trm (the mergecl reconstruction of TRM): pure pieces, plugin, e2e."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from tiny_cl import N_CLASSES, FakeStrategy, make_context
 from torch import nn
 
-from methods import merging
-from methods.parameterisation import FullSpace, LoraSpace
-from methods.trm import (
+from mergecl.methods import merging
+from mergecl.methods.parameterisation import FullSpace, LoraSpace
+from mergecl.methods.trm import (
     TRM,
     TRMParams,
     alignment_loss,
@@ -286,8 +286,8 @@ def test_candidate_before_optimisation_is_the_trained_model(lora):
 
 
 def _run(benchmark, parameterisation, data_root, params, **extra):
-    from bench.config import resolve_run
-    from bench.runner import run_one
+    from mergecl.bench.config.run_config import resolve_run
+    from mergecl.bench.orchestration.runner import run_one
 
     overrides = {"parameterisation": parameterisation, "data_root": str(data_root),
                  "params": {"samples": 16, "batch_size": 8, **params}, **extra}

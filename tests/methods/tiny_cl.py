@@ -1,6 +1,6 @@
 """Shared test scaffolding for the data-using merge methods (BECAME, TRM): a two-task
 class-incremental problem on in-memory tensors, the method context over it, and a strategy
-stand-in that calls the plugin hooks in :class:`bench.strategy.MergeCLStrategy`'s order."""
+stand-in that calls the plugin hooks in :class:`mergecl.bench.training.strategy.MergeCLStrategy`'s order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from methods.base import MethodContext
+from mergecl.methods.base import MethodContext
 
 N_CLASSES = 4
 CLASSES = [[0, 1], [2, 3]]
@@ -38,7 +38,7 @@ def make_context(space, data: TaskData, loss_mask: str = "current",
 
 
 class FakeStrategy:
-    """The hook order of bench.strategy.MergeCLStrategy.training_epoch, on in-memory data:
+    """The hook order of mergecl.bench.training.strategy.MergeCLStrategy.training_epoch, on in-memory data:
     fresh optimiser per experience, masked loss over the current task's classes."""
 
     def __init__(self, model: nn.Module, space, data: TaskData, *, epochs: int = 1,

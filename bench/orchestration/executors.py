@@ -1,7 +1,7 @@
 """Executors: *where* the runs of a grid execute — a local process pool, Ray, or SLURM.
 
 There is one code path for "which runs are missing" (:func:`missing_runs`, i.e. the result
-store) and one for doing and recording a run (:func:`bench.runner.run_and_store`, which takes
+store) and one for doing and recording a run (:func:`mergecl.bench.orchestration.runner.run_and_store`, which takes
 the per-run lock, never redoes a finished run and writes the record atomically). An executor
 only decides in which process ``run_and_store`` is called, so every executor resumes the same
 way: rerun the same command and only the missing runs are done. Two executors (or two
@@ -23,7 +23,7 @@ machines) working on the same grid and output directory never run one run twice.
     through submitit's local executor (tests, dry runs).
 
 ``run_function`` (all executors) is a hook for tests and experiments: ``"module:function"``
-or ``"/path/to/file.py:function"`` naming a replacement for :func:`bench.runner.run_one`
+or ``"/path/to/file.py:function"`` naming a replacement for :func:`mergecl.bench.orchestration.runner.run_one`
 (same signature: ``(cfg, progress=None) -> record``). It is imported inside each worker, so
 it works across processes where a monkeypatch would not. Leave it ``None`` for real runs.
 """
@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.config import ConfigError, RunConfig
-from bench.store import ResultStore, RunKey, config_hash
+from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 ExecutorName = Literal["local", "ray", "slurm"]
 EXECUTORS: tuple[str, ...] = ("local", "ray", "slurm")
@@ -287,11 +287,11 @@ def _load_callable(spec: str) -> Callable[..., dict[str, Any]]:
 
 @contextlib.contextmanager
 def _run_function_override(spec: str | None) -> Iterator[None]:
-    """Within the block, ``bench.runner.run_one`` is the function named by ``spec``."""
+    """Within the block, ``mergecl.bench.orchestration.runner.run_one`` is the function named by ``spec``."""
     if spec is None:
         yield
         return
-    from bench import runner
+    from mergecl.bench.orchestration import runner
 
     function = _load_callable(spec)
     saved = runner.run_one
@@ -305,7 +305,7 @@ def _run_function_override(spec: str | None) -> Iterator[None]:
 def _run_payload(payload: Payload, progress: Callable[[int, int], None] | None = None) -> str:
     """Worker entry point (any executor): ``run_and_store`` one run; returns its status."""
     cfg, out, retry_failed, run_function = payload
-    from bench import runner
+    from mergecl.bench.orchestration import runner
 
     with _run_function_override(run_function):
         return runner.run_and_store(cfg, out, progress=progress, retry_failed=retry_failed)
@@ -421,7 +421,7 @@ def execute(
 ) -> ExecutionSummary:
     """Run the missing runs of ``cfgs`` into the store at ``out``; see the module docstring.
 
-    Configs should have been checked with :func:`bench.runner.validate_run` first; a
+    Configs should have been checked with :func:`mergecl.bench.orchestration.runner.validate_run` first; a
     :class:`ConfigError` raised by a run still aborts the grid (queued runs are cancelled).
     """
     if executor not in EXECUTORS:
@@ -634,7 +634,7 @@ def _execute_slurm(grid: _Grid, options: SlurmOptions) -> None:
             status = job.result()
         except Exception as exc:  # FailedJobError / UncompletedJobError (killed, timed out)
             text = str(exc)
-            if isinstance(exc, ConfigError) or "bench.config.ConfigError" in text:
+            if isinstance(exc, ConfigError) or "mergecl.bench.config.run_config.ConfigError" in text:
                 for other in jobs:
                     if not other.done():
                         other.cancel(check=False)

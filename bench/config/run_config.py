@@ -2,7 +2,7 @@
 
 A run is fully described by a :class:`RunConfig`. It is resolved from, in order of precedence:
 command-line ``--set key=value`` overrides, YAML overrides (a grid's ``set`` block or a method
-entry's ``set`` block), the chosen preset (``bench/configs/presets.yaml``) and the field defaults.
+entry's ``set`` block), the chosen preset (``bench/config/presets.yaml``) and the field defaults.
 The method's own hyper-parameters live in ``params`` and are validated by the method's
 ``Params`` model (see ``methods/registry.py``) at :func:`validate_run` time.
 
@@ -112,7 +112,7 @@ class RunConfig(BaseModel):
         # hash the method's *resolved* hyper-parameters, so that spelling out a default does
         # not make an identical run look different
         try:
-            from methods.registry import get_method
+            from mergecl.methods.registry import get_method
 
             data["params"] = get_method(self.method).Params(**self.params).model_dump(mode="json")
         except Exception:  # unknown method / bad params: validation reports it elsewhere
@@ -196,7 +196,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _packaged_yaml(name: str) -> dict[str, Any]:
-    text = resources.files("bench").joinpath("configs", name).read_text()
+    text = resources.files("mergecl.bench.config").joinpath(name).read_text()
     data = yaml.safe_load(text)
     return data or {}
 
@@ -205,7 +205,7 @@ def presets() -> dict[str, dict[str, Any]]:
     """Named presets: ``quick`` (tests), ``default`` (leaderboard), ``paper``."""
     data = _packaged_yaml("presets.yaml")
     if not isinstance(data, dict):
-        raise ConfigError("bench/configs/presets.yaml must hold a mapping of presets")
+        raise ConfigError("bench/config/presets.yaml must hold a mapping of presets")
     return data
 
 
@@ -317,4 +317,4 @@ def parse_grid(data: Mapping[str, Any]) -> GridConfig:
 
 def default_grid() -> dict[str, Any]:
     """The packaged default leaderboard grid."""
-    return _packaged_yaml("leaderboard.yaml")
+    return _packaged_yaml("grids/leaderboard.yaml")

@@ -25,8 +25,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bench.metrics import accuracy_curve, accuracy_matrix, summarize_row
-from bench.store import atomic_write_bytes
+from mergecl.bench.reporting.metrics import accuracy_curve, accuracy_matrix, summarize_row
+from mergecl.bench.orchestration.store import atomic_write_bytes
 
 Record = Mapping[str, Any]
 

@@ -30,16 +30,16 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-from bench.benchmarks import BuiltBenchmark, build_benchmark, get_benchmark
-from bench.config import ConfigError, RunConfig
-from bench.store import ResultStore, RunKey, config_hash
+from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark, get_benchmark
+from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 ProgressCallback = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------- validation
 def method_class(cfg: RunConfig):
-    from methods.registry import UnknownMethodError, get_method
+    from mergecl.methods.registry import UnknownMethodError, get_method
 
     try:
         return get_method(cfg.method)
@@ -78,7 +78,7 @@ def validate_run(cfg: RunConfig, check_data: bool = True) -> None:
 
 def check_data_available(spec: Any, cfg: RunConfig) -> None:
     if spec.offline:
-        from bench import data
+        from mergecl.bench.streams import datasets as data
 
         for dataset in spec.datasets:
             try:
@@ -86,7 +86,7 @@ def check_data_available(spec: Any, cfg: RunConfig) -> None:
             except ValueError as exc:
                 raise ConfigError(f"benchmark {cfg.benchmark!r}: {exc}") from None
     else:
-        from bench.paper_datasets import check_root
+        from mergecl.bench.streams.paper_datasets import check_root
 
         if not cfg.data_root:
             raise ConfigError(f"benchmark {cfg.benchmark!r} needs --data-root pointing at your copy of the data")
@@ -193,7 +193,7 @@ def _task_batches(built: BuiltBenchmark, cfg: RunConfig):
 
 
 def build_model(cfg: RunConfig, n_classes: int):
-    from bench.models import build_backbone
+    from mergecl.bench.training.models import build_backbone
 
     return build_backbone(
         cfg.backbone, num_classes=n_classes, weights=cfg.weights, image_size=cfg.image_size,
@@ -202,8 +202,8 @@ def build_model(cfg: RunConfig, n_classes: int):
 
 
 def build_space_for(cfg: RunConfig, model: torch.nn.Module):
-    from bench.models import default_lora_targets
-    from methods.parameterisation import build_space
+    from mergecl.bench.training.models import default_lora_targets
+    from mergecl.methods.parameterisation import build_space
 
     targets = cfg.lora_targets or default_lora_targets(cfg.backbone)
     return build_space(model, cfg.parameterisation, targets=targets, rank=cfg.lora_rank,
@@ -232,9 +232,9 @@ def _union_stream(built: BuiltBenchmark):
 # ---------------------------------------------------------------------------- one run
 def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Train and evaluate one run; return its record (status ``ok``). Exceptions propagate."""
-    from bench.metrics import summarize, summarize_row
-    from bench.strategy import AccuracyCollector, MergeCLStrategy
-    from methods.base import MethodContext
+    from mergecl.bench.reporting.metrics import summarize, summarize_row
+    from mergecl.bench.training.strategy import AccuracyCollector, MergeCLStrategy
+    from mergecl.methods.base import MethodContext
 
     started_at, t_start = _now(), perf_counter()
     validate_run(cfg)

@@ -10,7 +10,7 @@ Protocol choices (the same for every method, recorded here because papers differ
 * **Class order.** ``numpy.random.RandomState(seed).permutation(n_classes)`` over the dataset's
   class ids (folder names / label ids sorted), with ``seed`` the run seed. Many CL codebases
   instead fix one order (often drawn with seed 1993); ours varies with the seed, like the
-  offline benchmarks in :mod:`bench.benchmarks`.
+  offline benchmarks in :mod:`mergecl.bench.streams.benchmarks`.
 * **Labels the model sees.** The stream is built with Avalanche's ``nc_benchmark(...,
   class_ids_from_zero_from_first_exp=True)``: dataset class ``class_order[j]`` becomes label
   ``j``, so experience ``i`` holds labels ``i*k … (i+1)*k-1``. :attr:`PaperBenchmark.

@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 from tabulate import tabulate
 
-from bench.store import atomic_write_text
+from mergecl.bench.orchestration.store import atomic_write_text
 
 TABLE_METRICS: tuple[str, ...] = (
     "acc", "aaa", "forgetting", "bwt", "til_acc", "til_aaa", "til_forgetting", "til_bwt",

@@ -251,7 +251,7 @@ _SHORT_NAMES = {"pnm": "P&M", "magmax": "MagMax"}
 # paper-parameterisation runs (e.g. ``seqft-lora`` from pnm-mini.yaml) are absent.
 _MINI_FALLBACK = {"seqft-lora": "seqft", "avg-lora": "avg", "dare-lora": "dare", "coma-lora": "coma",
                   "pnm-lora": "pnm", "pnm-mergeonly-lora": "pnm-mergeonly", "pnm-gauss-lora": "pnm-gauss"}
-_MINI_FALLBACK_NOTE = ("Where a LoRA row's runs (bench/configs/paper/pnm-mini.yaml) are absent, the row shows "
+_MINI_FALLBACK_NOTE = ("Where a LoRA row's runs (bench/config/grids/paper/pnm-mini.yaml) are absent, the row shows "
                        "the default leaderboard's full fine-tuning runs of the same method; the label used is "
                        "given in the ordering report.")
 

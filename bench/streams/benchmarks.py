@@ -1,13 +1,13 @@
 """Registry of continual-learning benchmarks as Avalanche streams.
 
-Offline benchmarks (MNIST / Fashion-MNIST from ``bench.data``) are built from cached tensors:
+Offline benchmarks (MNIST / Fashion-MNIST from ``mergecl.bench.streams.datasets``) are built from cached tensors:
 each experience's images are sub-sampled per class with the run's seed, then handed to
 Avalanche's ``tensors_benchmark`` so the strategy and plugins see ordinary Avalanche streams.
 The same tensors are kept beside the stream (``BuiltBenchmark.train_tensors``) so that the
 strategy can batch them without per-sample Python work (see ``bench/strategy.py``).
 
 Paper-scale benchmarks (``imagenet-r-10``, ``cifar100-10``, …) come from
-``bench.paper_datasets`` and load images lazily from the user's data root.
+``mergecl.bench.streams.paper_datasets`` and load images lazily from the user's data root.
 
 The class order of every class-incremental stream is a seeded permutation and is recorded in
 the run record.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.config import ConfigError, RunConfig
+from mergecl.bench.config.run_config import ConfigError, RunConfig
 
 Scenario = Literal["class-incremental", "domain-incremental"]
 TensorPair = tuple[Tensor, Tensor]
@@ -74,7 +74,7 @@ def _subsample_per_class(y: Tensor, per_class: int | None, generator: torch.Gene
 
 
 def _load_split(dataset: str, split: str, cfg: RunConfig) -> TensorPair:
-    from bench import data
+    from mergecl.bench.streams import datasets as data
 
     root = data.resolve_root(dataset, cfg.data_root, download=cfg.download)
     x, y = data.load_tensors(dataset, split, root, image_size=cfg.image_size, channels=1)
@@ -219,7 +219,7 @@ _PAPER_NAME = re.compile(r"^(?P<dataset>[a-z0-9-]+?)-(?P<n>\d+)$")
 
 def _paper_spec(name: str) -> BenchmarkSpec | None:
     try:
-        from bench.paper_datasets import PAPER_DATASETS, build_paper_benchmark
+        from mergecl.bench.streams.paper_datasets import PAPER_DATASETS, build_paper_benchmark
     except ImportError:  # pragma: no cover - module always shipped
         return None
     match = _PAPER_NAME.match(name)
@@ -244,7 +244,7 @@ def _paper_spec(name: str) -> BenchmarkSpec | None:
 
 def paper_benchmark_names() -> list[str]:
     try:
-        from bench.paper_datasets import PAPER_DATASETS
+        from mergecl.bench.streams.paper_datasets import PAPER_DATASETS
     except ImportError:  # pragma: no cover
         return []
     return [f"{name}-N" for name in PAPER_DATASETS]

@@ -2,7 +2,7 @@
 
 Everything is resolved and validated here, before any training: an unknown method, benchmark
 or preset, a bad hyper-parameter or a missing data root stops the whole grid with a
-:class:`~bench.config.ConfigError` and nothing is written.
+:class:`~mergecl.bench.config.run_config.ConfigError` and nothing is written.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.config import ConfigError, GridConfig, RunConfig, deep_merge, resolve_run
+from mergecl.bench.config.run_config import ConfigError, GridConfig, RunConfig, deep_merge, resolve_run
 
 
 def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None,
@@ -30,7 +30,7 @@ def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None
 
 def validate_grid(runs: list[RunConfig], check_data: bool = True) -> None:
     """Validate every run; data availability is checked once per (benchmark, data root)."""
-    from bench.runner import validate_run
+    from mergecl.bench.orchestration.runner import validate_run
 
     checked_data: set[tuple[str, str | None]] = set()
     for cfg in runs:

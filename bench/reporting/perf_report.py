@@ -12,7 +12,7 @@ Inputs (all optional; what is missing is said so in the report):
 Every figure of the suite is a ratio against a baseline timed in the same run (the machine is
 shared); absolute seconds appear only as context.
 
-Usage: ``python -m bench.perf_report [--results DIR] [--json FILE] [--extra FILE] [--out FILE]``.
+Usage: ``python -m mergecl.bench.reporting.perf_report [--results DIR] [--json FILE] [--extra FILE] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
-REPORT_COMMAND = ".venv/bin/python -m bench.perf_report"
+REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
 STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
 
 
@@ -279,7 +279,7 @@ def _rel(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     default_results = Path(os.environ.get("MERGECL_PERF_DIR") or REPO / "results")
-    parser = argparse.ArgumentParser(prog="python -m bench.perf_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mergecl.bench.reporting.perf_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=default_results,
                         help="results directory (leaderboard records, perf files); default %(default)s")
     parser.add_argument("--json", type=Path, default=None, help="pytest-benchmark JSON (default RESULTS/perf.json)")
