@@ -221,8 +221,8 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wall_s: float | None) -> list[Path]:
     """Tables (md, tex, csv), plots and the mini paper tables for the runs of this grid."""
-    from mergecl.bench.reporting.plots import plot_all
     from mergecl.bench.orchestration.runner import library_versions
+    from mergecl.bench.reporting.plots import plot_all
     from mergecl.bench.reporting.tables import write_tables
 
     wanted = {(c.benchmark, c.label, c.seed) for c in runs}
@@ -258,8 +258,8 @@ def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wal
                          benchmarks=grid.benchmarks, method_order=labels)
     paths += plot_all(records, out_path / "plots")
     try:
-        from mergecl.bench.reporting.paper import mini_table, ordering_report
         from mergecl.bench.orchestration.store import atomic_write_text
+        from mergecl.bench.reporting.paper import mini_table, ordering_report
 
         for paper in ("pnm", "magmax"):
             lines = [f"# CPU mini edition of the {paper} paper table", "",
@@ -305,9 +305,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from mergecl.methods.registry import available, get_method
+    from tabulate import tabulate
 
     _load_plugins(args.plugins)
     rows = []
@@ -321,10 +320,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from mergecl.bench.streams import datasets as data
     from mergecl.bench.streams.benchmarks import OFFLINE_BENCHMARKS, paper_benchmark_names
+    from tabulate import tabulate
 
     status = {s["name"]: s for s in data.dataset_status()}
     rows = []

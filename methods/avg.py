@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from torch import Tensor
-
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from torch import Tensor
 
 
 class AveragingParams(MethodParams):

@@ -28,10 +28,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from avalanche.core import SupervisedPlugin
+from mergecl.methods.parameterisation import ParameterSpace
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
-
-from mergecl.methods.parameterisation import ParameterSpace
 
 StateDict = dict[str, Tensor]
 BatchFactory = Callable[..., Iterable[tuple[Tensor, Tensor]]]

@@ -54,12 +54,11 @@ from time import perf_counter
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
-from torch import Tensor, nn
-
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 from mergecl.methods.gpm import GradientProjector, project_gradient_
+from pydantic import Field
+from torch import Tensor, nn
 
 # ------------------------------------------------------------------------------ pure helpers
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-from torch import Tensor
-
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from pydantic import Field
+from torch import Tensor
 
 
 class CoMAParams(MethodParams):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from mergecl.methods.base import MergeMethod, MethodParams
+from pydantic import Field
 
 
 class EWCParams(MethodParams):

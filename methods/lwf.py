@@ -7,9 +7,8 @@ previous model's outputs as targets. No merge.
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from mergecl.methods.base import MergeMethod, MethodParams
+from pydantic import Field
 
 
 class LwFParams(MethodParams):

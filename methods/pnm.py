@@ -36,11 +36,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
-from torch import Tensor
-
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from pydantic import Field, model_validator
+from torch import Tensor
 
 
 class PnMParams(MethodParams):

@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pydantic import Field
-from torch import Tensor
-
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from pydantic import Field
+from torch import Tensor
 
 
 def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_count: int,

@@ -58,12 +58,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from mergecl.methods import merging
+from mergecl.methods.base import MergeMethod, MethodParams, StateDict, loss_classes
 from pydantic import Field
 from torch import Tensor
 from torch.func import functional_call
-
-from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict, loss_classes
 
 MAX_CHECKPOINTS = 5
 _BLOCK = re.compile(r"(?:^|\.)((?:blocks|layers|stages)\.\d+|layer\d+)(?:\.|$)")

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mergecl.bench.config.run_config import ConfigError, GridConfig, RunConfig, deep_merge, resolve_run
+from mergecl.bench.config.run_config import (
+    ConfigError,
+    GridConfig,
+    RunConfig,
+    deep_merge,
+    resolve_run,
+)
 
 
 def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None,

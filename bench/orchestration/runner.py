@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
-from torch import Tensor
-
-from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark, get_benchmark
 from mergecl.bench.config.run_config import ConfigError, RunConfig
 from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
+from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark, get_benchmark
+from pydantic import ValidationError
+from torch import Tensor
 
 ProgressCallback = Callable[[int, int], None]
 

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-
-from mergecl.bench.reporting.metrics import accuracy_curve, accuracy_matrix, summarize_row
 from mergecl.bench.orchestration.store import atomic_write_bytes
+from mergecl.bench.reporting.metrics import accuracy_curve, accuracy_matrix, summarize_row
 
 Record = Mapping[str, Any]
 

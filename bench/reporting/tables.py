@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import pandas as pd
-from tabulate import tabulate
-
 from mergecl.bench.orchestration.store import atomic_write_text
+from tabulate import tabulate
 
 TABLE_METRICS: tuple[str, ...] = (
     "acc", "aaa", "forgetting", "bwt", "til_acc", "til_aaa", "til_forgetting", "til_bwt",

@@ -22,9 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from mergecl.bench.config.run_config import ConfigError, RunConfig
+from torch import Tensor
 
 Scenario = Literal["class-incremental", "domain-incremental"]
 TensorPair = tuple[Tensor, Tensor]

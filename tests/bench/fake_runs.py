@@ -87,7 +87,6 @@ def nan_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     import torch
     from avalanche.benchmarks.scenarios.deprecated.generators import tensors_benchmark
     from avalanche.core import SupervisedPlugin
-
     from mergecl.bench.training.strategy import MergeCLStrategy
 
     class PoisonAfterTwoSteps(SupervisedPlugin):

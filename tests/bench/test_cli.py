@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from mergecl.bench.cli import main
 
 QUICK_GRID = """

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from mergecl.bench.streams import datasets as D
 from mergecl.bench.streams.datasets import (
     IDX_FILES,

@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
-
-from mergecl.bench.orchestration import executors
 from mergecl.bench.config.run_config import ConfigError, RunConfig
-from mergecl.bench.orchestration.executors import ExecutionSummary, SlurmOptions, execute, missing_runs, plan_local
+from mergecl.bench.orchestration import executors
+from mergecl.bench.orchestration.executors import (
+    ExecutionSummary,
+    SlurmOptions,
+    execute,
+    missing_runs,
+    plan_local,
+)
 from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 REPO = Path(__file__).resolve().parents[2]

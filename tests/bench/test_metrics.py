@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mergecl.bench.reporting.metrics import METRIC_NAMES, accuracy_curve, summarize, summarize_row
 
 

@@ -6,8 +6,6 @@ import time
 
 import pytest
 import torch
-from torch import nn
-
 from mergecl.bench.training import models as M
 from mergecl.bench.training.models import (
     BACKBONES,
@@ -19,6 +17,7 @@ from mergecl.bench.training.models import (
     match_lora_targets,
     wheel_state_dict,
 )
+from torch import nn
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from mergecl.bench.reporting.paper import (
     MINI_BENCHMARKS,
     MINI_TABLES,
@@ -287,8 +286,8 @@ def test_magmax_config_is_the_paper_setup():
 @pytest.mark.parametrize("name", ["pnm", "magmax", "pnm-mini", "magmax-mini"])
 def test_paper_configs_expand_into_valid_runs(name):
     """Every run of every paper grid resolves and validates (data presence aside)."""
-    from mergecl.bench.config.run_config import parse_grid
     from mergecl.bench.config.grid_config import expand_grid, validate_grid
+    from mergecl.bench.config.run_config import parse_grid
 
     runs = expand_grid(parse_grid(_load(name)))
     validate_grid(runs, check_data=False)

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from mergecl.bench.streams.paper_datasets import (
     PAPER_DATASETS,
     DatasetLayoutError,
@@ -20,6 +18,7 @@ from mergecl.bench.streams.paper_datasets import (
     check_root,
     seeded_split,
 )
+from PIL import Image
 
 SIZE = 16  # image_size used in the tests (sources are 8×8)
 

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.image import imread
-
 from mergecl.bench.reporting.plots import (
     coefficient_series,
     plot_accuracy_curves,

@@ -21,7 +21,6 @@ import yaml
 from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_run_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from mergecl.bench.config.run_config import (
     GRID_KEYS,
     RUN_FIELDS,
@@ -391,7 +390,6 @@ def test_pool_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
 def test_peak_rss_is_per_run_not_the_worker_high_water_mark() -> None:
     """A pool worker runs many runs: each record's peak RSS starts from a fresh window."""
     import numpy as np
-
     from mergecl.bench.orchestration.runner import peak_rss_mb, reset_peak_rss
 
     assert reset_peak_rss()

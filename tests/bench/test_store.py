@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
 FORK = multiprocessing.get_context("fork")

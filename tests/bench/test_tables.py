@@ -9,7 +9,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from mergecl.bench.reporting.tables import (
     MISSING,
     TABLE_METRICS,

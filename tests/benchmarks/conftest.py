@@ -48,7 +48,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from mergecl.bench.orchestration.runner import git_revision
 
 THREADS = 2

@@ -36,7 +36,6 @@ from time import perf_counter
 
 import pytest
 import torch
-
 from mergecl.bench.orchestration.runner import peak_rss_mb
 from mergecl.methods import merging
 from mergecl.methods.merging import StateDict

@@ -32,9 +32,8 @@ from time import perf_counter
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
-from torch import nn
-
 from mergecl.bench.config.run_config import RunConfig, resolve_run
+from torch import nn
 
 KINDS = ("full", "lora")
 BATCH = 64

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pnm import TinyClassifier
-
 from mergecl.methods.base import MethodContext, head_masks, keep_trained_where_unmasked
 from mergecl.methods.parameterisation import FullSpace
+from test_pnm import TinyClassifier
 
 
 def _ctx(rule: str) -> tuple[FullSpace, MethodContext]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_cl import N_CLASSES, FakeStrategy, make_context
-from torch import nn
-
 from mergecl.methods import merging
 from mergecl.methods.base import head_masks
 from mergecl.methods.became import (
@@ -19,6 +16,8 @@ from mergecl.methods.became import (
     stable_steps,
 )
 from mergecl.methods.parameterisation import FullSpace, LoraSpace
+from tiny_cl import N_CLASSES, FakeStrategy, make_context
+from torch import nn
 
 
 @pytest.fixture(autouse=True)

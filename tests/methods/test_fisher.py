@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from mergecl.methods.fisher import diagonal_fisher, diagonal_fisher_loop
+from torch import nn
 
 
 @pytest.fixture(autouse=True)

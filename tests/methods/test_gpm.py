@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mergecl.methods.gpm import (
+    GradientProjector,
+    collect_layer_inputs,
+    project_gradient_,
+    update_basis,
+)
 from torch import nn
-
-from mergecl.methods.gpm import GradientProjector, collect_layer_inputs, project_gradient_, update_basis
 
 
 @pytest.fixture(autouse=True)

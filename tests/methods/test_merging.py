@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from mergecl.methods import merging as mg
 
 T = torch.tensor

@@ -8,12 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import quick_run
-from torch import nn
-
 from mergecl.methods import merging
 from mergecl.methods.base import MethodContext, head_masks
 from mergecl.methods.parameterisation import FullSpace
 from mergecl.methods.pnm import PerturbAndMerge, PnMParams
+from torch import nn
 
 
 class TinyClassifier(nn.Module):
@@ -122,9 +121,8 @@ class ForwardCounter:
 @pytest.mark.parametrize("parameterisation", ["full", "lora"])
 def test_one_forward_per_training_step(parameterisation, monkeypatch):
     """P&M's perturbation adds no forward pass: forward calls during training == steps."""
-    from avalanche.core import SupervisedPlugin
-
     import mergecl.bench.orchestration.runner as runner
+    from avalanche.core import SupervisedPlugin
 
     counts = {"forward_in_steps": 0, "steps": 0}
 

@@ -6,9 +6,14 @@ import sys
 import textwrap
 
 import pytest
-
 from mergecl.methods.base import MergeMethod
-from mergecl.methods.registry import BUILTINS, UnknownMethodError, available, get_method, load_plugin_file
+from mergecl.methods.registry import (
+    BUILTINS,
+    UnknownMethodError,
+    available,
+    get_method,
+    load_plugin_file,
+)
 
 PLUGIN_SOURCE = textwrap.dedent('''
     from mergecl.methods import merging

@@ -6,9 +6,6 @@ import math
 
 import pytest
 import torch
-from tiny_cl import N_CLASSES, FakeStrategy, make_context
-from torch import nn
-
 from mergecl.methods import merging
 from mergecl.methods.parameterisation import FullSpace, LoraSpace
 from mergecl.methods.trm import (
@@ -23,6 +20,8 @@ from mergecl.methods.trm import (
     gradient_responsiveness,
     trajectory_directions,
 )
+from tiny_cl import N_CLASSES, FakeStrategy, make_context
+from torch import nn
 
 
 @pytest.fixture(autouse=True)

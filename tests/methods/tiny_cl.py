@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import torch
-from torch import nn
-
 from mergecl.methods.base import MethodContext
+from torch import nn
 
 N_CLASSES = 4
 CLASSES = [[0, 1], [2, 3]]
