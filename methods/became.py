@@ -50,6 +50,7 @@ Implementation notes (deviations and choices):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any, Literal
 
@@ -57,10 +58,46 @@ import torch
 from mergecl.methods import merging
 from mergecl.methods.base import MergeMethod, MethodParams, StateDict
 from mergecl.methods.gpm import GradientProjector, project_gradient_
+from mergecl.methods.merging import Masks
 from pydantic import Field
 from torch import Tensor, nn
 
 # ------------------------------------------------------------------------------ pure helpers
+
+
+def became_lambda(delta: Mapping[str, Tensor], fisher_new: Mapping[str, Tensor],
+                  fisher_old: Mapping[str, Tensor], masks: Masks | None = None) -> float:
+    """BECAME's coefficient λ* = Σ F_t Δ² / Σ (F_t + F_old) Δ² (float64, masked entries).
+
+    ``delta`` = θ̃ − θ_GP. λ* minimises ½λ²ΔᵀF_oldΔ + ½(1 − λ)²ΔᵀF_tΔ and lies in [0, 1].
+    When the denominator is 0 the objective is identically 0 (every λ is a minimiser) and
+    0.5 — the equal-weight average of the two stages — is returned. Both Fishers must cover
+    the same entries.
+    """
+    merging.check_masks(delta, masks)
+    merging.check_fishers(delta, fisher_new, "fisher_new")
+    merging.check_fishers(delta, fisher_old, "fisher_old")
+    if set(fisher_new) != set(fisher_old):
+        raise ValueError(
+            "fisher_new and fisher_old cover different entries "
+            f"({sorted(set(fisher_new) ^ set(fisher_old))[:5]})"
+        )
+    numerator = 0.0
+    denominator = 0.0
+    for name, new_values in fisher_new.items():
+        device = new_values.device
+        mask = merging.mask_for(masks, name, new_values)
+        f_new = merging.selected_float64(new_values, mask)
+        f_old = merging.selected_float64(fisher_old[name].to(device), mask)
+        d_squared = merging.selected_float64(delta[name].to(device), mask).square()
+        numerator += float((f_new * d_squared).sum())
+        denominator += float(((f_new + f_old) * d_squared).sum())
+    if not (math.isfinite(numerator) and math.isfinite(denominator)):
+        raise ValueError(f"became_lambda: non-finite sums ({numerator}, {denominator})")
+    if denominator == 0.0:
+        return 0.5
+    return min(1.0, max(0.0, numerator / denominator))
+
 
 
 def planned_steps(epochs: int, batches_per_epoch: int, max_steps: int | None = None) -> int:
@@ -241,7 +278,7 @@ class BECAME(MergeMethod):
             lam = 1.0
         else:
             fisher_new = self._fisher()
-            lam = merging.became_lambda(delta, fisher_new, fisher_old, masks=masks)
+            lam = became_lambda(delta, fisher_new, fisher_old, masks=masks)
             del fisher_new
         merged = merging.interpolate(gp, trained, lam, masks=masks)  # unmasked entries: θ̃
         # F(θ̂_t) and the subspace are taken at the merged model.

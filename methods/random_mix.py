@@ -1,23 +1,52 @@
 """Random mix of task vectors (a baseline of the MagMax paper).
 
-Training as MagMax's (from θ*_{t-1}). Every entry takes the value of a task vector chosen
-uniformly at random among τ_1..τ_t (τ_i = θ*_i − θ₀); θ̂_t = θ₀ + λ·τ_RM with λ = 1.
+Marczak, Twardowski, Trzciński, Cygert, "MagMax: Leveraging Model Merging for Seamless
+Continual Learning", ECCV 2024, arXiv 2407.06322 — the "random mix" baseline of its code.
 
-Implementation note: kept as a streaming fold (reservoir sampling, one running τ): at task t
-every entry is replaced by τ_t's with probability 1/t, which leaves each entry uniformly
-distributed over the t tasks — the list form ``merging.random_mix`` is the test oracle.
+Training (a trajectory, :mod:`mergecl.methods.posthoc`): sequential fine-tuning from θ*_{t−1}.
+Every backbone entry takes the value of a task vector chosen uniformly at random among
+τ_1..τ_t (τ_i = θ*_i − θ₀, independently per entry); θ̂_t = θ₀ + λ·τ_RM with λ = 1 (the
+MagMax code's value).
+
+Implementation note: a streaming fold (reservoir sampling, one running τ): at task t every
+entry is replaced by τ_t's with probability 1/t, which leaves each entry uniformly
+distributed over the t tasks (:func:`random_mix`, the list form, is the test oracle). The
+draws come from the run's seeded method generator. The head is taken as trained
+(``head: trained``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods.merging import StateDict
+from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
 from pydantic import Field
 from torch import Tensor
+
+
+def random_mix(task_vectors: Sequence[Mapping[str, Tensor]],
+               generator: torch.Generator | None = None) -> StateDict:
+    """Every float entry taken from a task chosen uniformly at random (independently per entry).
+
+    Non-float entries come from the last task vector.
+    """
+    merging.check_states(task_vectors, "task_vectors")
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    out: StateDict = {}
+    for name, last in task_vectors[-1].items():
+        if not merging.is_mergeable(last):
+            out[name] = last.detach().clone()
+            continue
+        stacked = torch.stack([tv[name].detach().to(last.device, last.dtype)
+                               for tv in task_vectors])
+        choice = torch.randint(len(task_vectors), tuple(last.shape), generator=generator,
+                               device=draw_device).to(last.device)
+        out[name] = stacked.gather(0, choice.unsqueeze(0)).squeeze(0)
+    return out
 
 
 def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_count: int,
@@ -34,29 +63,22 @@ def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_coun
     return running
 
 
-class RandomMixParams(MethodParams):
-    lam: float = Field(1.0, ge=0.0, le=10.0)
+class RandomMixParams(AnchoredMergeParams):
+    lam: float = Field(1.0, ge=0.0, le=10.0, description="scale λ of the mixed task vector")
 
 
-class RandomMix(MergeMethod):
+class RandomMix(AnchoredMerge):
     name = "random-mix"
     paper = "random mix baseline of MagMax (Marczak et al., ECCV 2024)"
     Params = RandomMixParams
-    train_from = "trained"
 
     def __init__(self, params: RandomMixParams, context: Any) -> None:
         super().__init__(params, context)
         self.mix: StateDict | None = None
 
-    def keeps_pretrained(self) -> bool:
-        return True
-
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
-        assert self.pretrained_state is not None
-        tau = merging.task_vector(trained, self.pretrained_state)
+    def combine(self, task_vector: StateDict, task: int) -> tuple[StateDict, float]:
         if self.mix is None:
-            self.mix = tau
+            self.mix = merging.clone_state(task_vector)
         else:
-            random_mix_fold_(self.mix, tau, self.task + 1, self.ctx.generator)
-        return merging.add_scaled(self.pretrained_state, self.mix, scale=self.params.lam, masks=masks), \
-            {"lambda": self.params.lam}
+            random_mix_fold_(self.mix, task_vector, task + 1, self.ctx.generator)
+        return self.mix, self.params.lam

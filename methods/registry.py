@@ -32,6 +32,7 @@ BUILTINS: dict[str, str] = {
     "magmax": "mergecl.methods.magmax:MagMax",
     "ties": "mergecl.methods.ties:TiesMerge",
     "random-mix": "mergecl.methods.random_mix:RandomMix",
+    "task-arithmetic": "mergecl.methods.task_arithmetic:TaskArithmetic",
     "became": "mergecl.methods.became:BECAME",
     "trm": "mergecl.methods.trm:TRM",
     "ewc": "mergecl.methods.ewc:EWC",

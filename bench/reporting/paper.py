@@ -247,23 +247,30 @@ _MINI_NOTE = ("Mini edition: the paper's rows on mergecl's offline benchmarks un
 _SHORT_NAMES = {"pnm": "P&M", "magmax": "MagMax"}
 
 
-# Mini rows fall back to the default leaderboard's full fine-tuning labels when the
-# paper-parameterisation runs (e.g. ``seqft-lora`` from pnm-mini.yaml) are absent.
-_MINI_FALLBACK = {"seqft-lora": "seqft", "avg-lora": "avg", "dare-lora": "dare", "coma-lora": "coma",
-                  "pnm-lora": "pnm", "pnm-mergeonly-lora": "pnm-mergeonly", "pnm-gauss-lora": "pnm-gauss"}
-_MINI_FALLBACK_NOTE = ("Where a LoRA row's runs (bench/config/grids/paper/pnm-mini.yaml) are absent, the row shows "
-                       "the default leaderboard's full fine-tuning runs of the same method; the label used is "
-                       "given in the ordering report.")
+# The P&M paper's rows are LoRA runs; the mini edition shows them from LoRA runs only, and the
+# same methods' full fine-tuning runs in rows of their own whose label says so.
+_MINI_FULL_FT = {"seqft-lora": "seqft", "avg-lora": "avg", "dare-lora": "dare", "coma-lora": "coma",
+                 "pnm-lora": "pnm", "pnm-mergeonly-lora": "pnm-mergeonly", "pnm-gauss-lora": "pnm-gauss"}
+_MINI_FULL_FT_NOTE = ("Rows marked \"full FT\" are the same methods in the full fine-tuning "
+                      "parameterisation; the paper's rows are LoRA runs.")
+
+
+def _mini_rows(paper: str) -> dict[str, tuple[str, ...]]:
+    rows: dict[str, tuple[str, ...]] = {}
+    for row, labels in PAPER_TABLES[paper].rows.items():
+        rows[row] = tuple(labels)
+        full = tuple(_MINI_FULL_FT[label] for label in labels if label in _MINI_FULL_FT)
+        if full:
+            rows[f"{row.replace(' (LoRA)', '')} — full FT"] = full
+    return rows
 
 
 def _mini_layout(paper: str) -> TableLayout:
-    base = PAPER_TABLES[paper]
     columns = {f"{b} {METRIC_NAMES[m]}": (b, m) for b in MINI_BENCHMARKS for m in ("acc", "aaa")}
     title = f"{_SHORT_NAMES[paper]} table rows, mini edition (offline benchmarks, ours only)"
-    rows = {row: tuple(labels) + tuple(_MINI_FALLBACK[label] for label in labels if label in _MINI_FALLBACK)
-            for row, labels in base.rows.items()}
-    notes = (_MINI_NOTE, _MINI_FALLBACK_NOTE) if paper == "pnm" else (_MINI_NOTE,)
-    return TableLayout(paper=paper, title=title, reported=None, rows=rows, columns=columns, notes=notes)
+    notes = (_MINI_NOTE, _MINI_FULL_FT_NOTE) if paper == "pnm" else (_MINI_NOTE,)
+    return TableLayout(paper=paper, title=title, reported=None, rows=_mini_rows(paper),
+                       columns=columns, notes=notes)
 
 
 MINI_TABLES: dict[str, TableLayout] = {p: _mini_layout(p) for p in PAPER_TABLES}
@@ -489,15 +496,39 @@ def _claimed_pairs(paper: str) -> tuple[list[tuple[str, str]], str]:
     return pairs, _MAGMAX_CLAIM
 
 
+def _seed_values(records: Sequence[Mapping[str, Any]], labels: Sequence[str], benchmark: str,
+                 metric: str) -> tuple[dict[Any, float], str | None]:
+    """{seed: metric × 100} of the first of ``labels`` with ``ok`` records (newest per seed)."""
+    for label in labels:
+        by_seed: dict[Any, Mapping[str, Any]] = {}
+        for rec in records:
+            if rec.get("status") != "ok" or _label_of(rec) != label or rec.get("benchmark") != benchmark:
+                continue
+            if _metric_value(rec, metric) is None:
+                continue
+            previous = by_seed.get(rec.get("seed"))
+            if previous is None or str(rec.get("finished_at") or "") >= str(previous.get("finished_at") or ""):
+                by_seed[rec.get("seed")] = rec
+        if by_seed:
+            return {seed: 100.0 * _metric_value(r, metric) for seed, r in by_seed.items()}, label  # type: ignore[operator]
+    return {}, None
+
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+
+
 def ordering_report(paper: str, records: Iterable[Mapping[str, Any]], metric: str = "acc",
                     benchmarks: Sequence[str] = MINI_BENCHMARKS) -> list[str]:
     """For every pair of rows the paper orders, whether our records reproduce that order.
 
-    One line per (benchmark, pair), starting with ``[reproduced]``, ``[not reproduced]`` or
-    ``[missing]``; a reproduced/not-reproduced difference is called beyond the seed spread
-    when |mean_a − mean_b| > std_a + std_b (unknown with fewer than 2 seeds on either side).
-    Ends with one summary line per benchmark. Everything is measured from ``records``.
+    One line per (benchmark, pair), with a verdict from the paired difference over seeds
+    (:mod:`mergecl.bench.reporting.stats`): ``[reproduced]`` (the 95 % interval of
+    better − worse lies above 0), ``[contradicted]`` (below 0), ``[inconclusive]`` (it contains
+    0, or fewer than two shared seeds), or ``[missing]``. Ends with one count line per
+    benchmark. Everything is measured from ``records``.
     """
+    from mergecl.bench.reporting.stats import INTERVAL_METHOD, paired_difference
+
     if paper not in MINI_TABLES:
         raise _unknown("paper", paper, MINI_TABLES)
     _check_metric(metric)
@@ -505,34 +536,26 @@ def ordering_report(paper: str, records: Iterable[Mapping[str, Any]], metric: st
     layout = MINI_TABLES[paper]
     pairs, origin = _claimed_pairs(paper)
     lines = [f"Ordering check ({paper}, {METRIC_NAMES[metric]}): {origin}.",
-             "Measured on mergecl records; 'beyond seed spread' = |diff| > std_a + std_b."]
+             f"Measured on mergecl records; verdicts from the {INTERVAL_METHOD} of better − worse."]
     summaries = []
     for benchmark in benchmarks:
-        counts = {"reproduced": 0, "not reproduced": 0, "missing": 0}
-        beyond_counts = {"reproduced": 0, "not reproduced": 0}
+        counts = dict.fromkeys((*VERDICTS, "missing"), 0)
         for better, worse in pairs:
-            sa, la = _row_stat(records, layout.rows[better], benchmark, metric)
-            sb, lb = _row_stat(records, layout.rows[worse], benchmark, metric)
+            va, la = _seed_values(records, layout.rows[better], benchmark, metric)
+            vb, lb = _seed_values(records, layout.rows[worse], benchmark, metric)
             claim = f"{better} > {worse}"
-            if sa is None or sb is None:
-                absent = [", ".join(layout.rows[r]) for r, s in ((better, sa), (worse, sb)) if s is None]
-                lines.append(f"[missing] {benchmark}: {claim} — no ok records for {' and '.join(absent)}")
+            difference = paired_difference(va, vb) if va and vb else None
+            if difference is None:
+                absent = [", ".join(layout.rows[r]) for r, v in ((better, va), (worse, vb)) if not v]
+                why = f"no ok records for {' and '.join(absent)}" if absent else "no shared seeds"
+                lines.append(f"[missing] {benchmark}: {claim} — {why}")
                 counts["missing"] += 1
                 continue
-            diff = sa.mean - sb.mean
-            status = "reproduced" if diff > 0 else "not reproduced"
-            counts[status] += 1
-            if sa.std is None or sb.std is None:
-                spread_text = "seed spread unknown (fewer than 2 seeds)"
-            else:
-                spread = sa.std + sb.std
-                beyond = abs(diff) > spread
-                beyond_counts[status] += int(beyond)
-                spread_text = (f"{'beyond' if beyond else 'within'} the seed spread ({spread:.2f})")
-            lines.append(f"[{status}] {benchmark}: {claim} — ours {la} {sa.format()} vs {lb} {sb.format()}, "
-                         f"diff {diff:+.2f} points, {spread_text}")
-        summaries.append(f"{benchmark}: {counts['reproduced']}/{len(pairs)} orderings reproduced "
-                         f"({beyond_counts['reproduced']} beyond the seed spread), "
-                         f"{counts['not reproduced']} not reproduced "
-                         f"({beyond_counts['not reproduced']} beyond the seed spread), {counts['missing']} missing")
+            verdict = difference.verdict()
+            counts[verdict] += 1
+            lines.append(f"[{verdict}] {benchmark}: {claim} — ours {la} vs {lb}: paired difference "
+                         f"{difference.format(2)} points")
+        summaries.append(f"{benchmark}: {counts['reproduced']} reproduced, {counts['contradicted']} "
+                         f"contradicted, {counts['inconclusive']} inconclusive, {counts['missing']} "
+                         f"missing (of {len(pairs)} orderings)")
     return lines + ["Summary:"] + summaries

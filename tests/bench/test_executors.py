@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_runs import FAKE_RUN, minimal_record, quick_config, real_run_status
+from fake_runs import FAKE_RUN, minimal_record, quick_config, real_quick_record
 from mergecl.bench.config.run_config import ConfigError, RunConfig
 from mergecl.bench.orchestration import executors
 from mergecl.bench.orchestration.executors import (
@@ -287,9 +287,7 @@ def test_submitit_without_waiting_leaves_the_store_to_tell(tmp_path: Path, worke
 def _real_path(request) -> Path:
     pytest.importorskip("timm")
     data_root = request.getfixturevalue("data_root")
-    works, reason, _ = real_run_status(data_root)
-    if not works:
-        pytest.skip(reason)
+    real_quick_record(data_root)  # a failing real run fails here, never skips
     return data_root
 
 

@@ -148,3 +148,14 @@ def test_discrimination_lines_from_records():
     assert "pnm +20.0" in lines[1] and "more than the seed spread" in lines[1]
     assert "avg +1.0" in lines[2] and "within" in lines[2]
     assert "no seqft/joint records" in lines[3]
+
+
+def test_negative_forgetting_when_the_final_row_is_the_best() -> None:
+    """Backward transfer can make forgetting negative: the max runs over the rows before the
+    last, never the final row itself (which would clamp forgetting at >= 0)."""
+    R = [[0.50, 0.00, 0.00],
+         [0.60, 0.70, 0.00],
+         [0.80, 0.90, 0.95]]
+    summary = summarize(R)
+    assert summary["forgetting"] == pytest.approx(((0.6 - 0.8) + (0.7 - 0.9)) / 2)  # -0.2
+    assert summary["bwt"] == pytest.approx(((0.8 - 0.5) + (0.9 - 0.7)) / 2)

@@ -101,8 +101,12 @@ def test_layout_labels_and_benchmarks():
     assert [b for b, _ in magmax.columns.values()] == [f"{d}-{n}" for d in ("cifar100", "imagenet-r")
                                                          for n in (5, 10, 20, 50)]
     for paper in ("pnm", "magmax"):
-        for row, labels in PAPER_TABLES[paper].rows.items():  # paper labels first, fallbacks after
-            assert MINI_TABLES[paper].rows[row][: len(labels)] == labels
+        for row, labels in PAPER_TABLES[paper].rows.items():  # a row shows its own labels only
+            assert MINI_TABLES[paper].rows[row] == labels
+    assert MINI_TABLES["pnm"].rows["P&M — full FT"] == ("pnm",)  # the label says what ran
+    assert all("full FT" in row or all(label.endswith("-lora") for label in labels)
+               for row, labels in MINI_TABLES["pnm"].rows.items())
+    for paper in ("pnm", "magmax"):
         assert sorted(set(MINI_TABLES[paper].columns.values())) == sorted(
             (b, m) for b in MINI_BENCHMARKS for m in ("acc", "aaa"))
 
@@ -177,7 +181,7 @@ def test_mini_table_ours_only():
     assert "split-mnist Acc" in out and "rotated-mnist AAA" in out
     assert "55.0 ± 7.1 (2)" in out and "90.0 ± 0.0 (2)" in out
     assert r"\|" not in out.split("Cells:")[0]  # no reported column
-    assert mini_table("pnm", [], fmt="latex").count(r"\\") == 8  # header + 7 rows
+    assert mini_table("pnm", [], fmt="latex").count(r"\\") == 15  # header + 7 LoRA + 7 full-FT rows
 
 
 # ------------------------------------------------------------------------------ orderings
@@ -194,18 +198,19 @@ def test_ordering_report_magmax_claims():
             rec("magmax", "split-mnist", seed, 0.90 + 0.001 * seed),
             rec("avg-task-arith", "split-mnist", seed, 0.80 + 0.001 * seed),
             rec("random-mix", "split-mnist", seed, 0.85 + 0.001 * seed),   # contradicts Average > Random mix
-            rec("seqft", "split-mnist", seed, 0.895 - 0.1 * (seed - 1)),   # noisy: within the spread
+            rec("seqft", "split-mnist", seed, 0.895 - 0.1 * (seed - 1)),   # noisy: inconclusive
         ]
     report = ordering_report("magmax", records)
     ok = _lines(report, "split-mnist", "[reproduced]")
-    bad = _lines(report, "split-mnist", "[not reproduced]")
-    assert any("MagMax > Average" in ln and "beyond the seed spread" in ln for ln in ok)
+    bad = _lines(report, "split-mnist", "[contradicted]")
+    unsure = _lines(report, "split-mnist", "[inconclusive]")
+    assert any("MagMax > Average" in ln and "+10.00 [+10.00, +10.00] (n=3)" in ln for ln in ok)
     assert any("MagMax > Random mix" in ln for ln in ok)
-    assert any("MagMax > SeqFT" in ln and "within the seed spread" in ln for ln in ok)
-    assert len(bad) == 1 and "Average > Random mix" in bad[0] and "diff -5.00" in bad[0]
+    assert len(bad) == 1 and "Average > Random mix" in bad[0] and "-5.00" in bad[0]
+    assert len(unsure) == 1 and "MagMax > SeqFT" in unsure[0]
     assert len(_lines(report, "split-fmnist", "[missing]")) == 4
-    assert ("split-mnist: 3/4 orderings reproduced (2 beyond the seed spread), 1 not reproduced "
-            "(1 beyond the seed spread), 0 missing") in report
+    assert ("split-mnist: 2 reproduced, 1 contradicted, 1 inconclusive, 0 missing (of 4 orderings)"
+            in report)
 
 
 def test_ordering_report_pnm_follows_reported_inr10_order():
@@ -218,8 +223,8 @@ def test_ordering_report_pnm_follows_reported_inr10_order():
     assert "P&M (LoRA) (79.95) > CoMA (79.34)" in report[0]
     reversed_ = [rec(labels[r], "mnist-fmnist", 0, 1 - reported.value(r, "INR-10") / 100) for r in reported.rows]
     report = ordering_report("pnm", reversed_, benchmarks=["mnist-fmnist"])
-    lines = _lines(report, "mnist-fmnist", "[not reproduced]")
-    assert len(lines) == 21 and all("seed spread unknown" in ln for ln in lines)
+    lines = _lines(report, "mnist-fmnist", "[inconclusive]")
+    assert len(lines) == 21 and all("no interval" in ln for ln in lines)  # one seed: no interval
 
 
 # ------------------------------------------------------------------------------ configs
@@ -228,7 +233,7 @@ from mergecl.bench.config.run_config import RunConfig  # noqa: E402
 
 RUN_FIELDS = set(RunConfig.model_fields)
 METHOD_NAMES = {"seqft", "joint", "avg", "coma", "dare", "pnm", "magmax", "ties", "random-mix", "became",
-                "trm", "ewc", "lwf"}
+                "trm", "ewc", "lwf", "task-arithmetic"}
 
 
 def _load(name):
@@ -279,8 +284,7 @@ def test_magmax_config_is_the_paper_setup():
         "cosine", 500, 1.0, 10, 224)
     methods = {m["label"]: m for m in _load("magmax")["methods"]}
     assert methods["magmax"]["set"]["params"] == {"lam": 0.5, "variant": "sequential"}
-    assert methods["avg-task-arith"] == {"label": "avg-task-arith", "method": "avg",
-                                         "set": {"params": {"mode": "task-arithmetic"}}}
+    assert methods["avg-task-arith"] == {"label": "avg-task-arith", "method": "task-arithmetic"}
 
 
 @pytest.mark.parametrize("name", ["pnm", "magmax", "pnm-mini", "magmax-mini"])
@@ -294,8 +298,11 @@ def test_paper_configs_expand_into_valid_runs(name):
     assert len(runs) == len(_load(name)["methods"]) * len(_load(name)["benchmarks"]) * 3
 
 
-def test_mini_pnm_rows_fall_back_to_full_fine_tuning_labels():
-    assert MINI_TABLES["pnm"].rows["P&M (LoRA)"] == ("pnm-lora", "pnm")
+def test_mini_pnm_lora_rows_show_only_lora_runs():
+    """A full fine-tuning record never appears in a "P&M (LoRA)" cell; it has its own row."""
     records = [{"label": "pnm", "benchmark": "mnist-fmnist", "seed": s, "status": "ok",
                 "metrics": {"acc": 0.8 + s / 100, "aaa": 0.9}} for s in range(3)]
-    assert "81.0 ± 1.0" in mini_table("pnm", records)
+    table = mini_table("pnm", records)
+    lora_row = next(line for line in table.splitlines() if line.startswith("| P&M (LoRA)"))
+    full_row = next(line for line in table.splitlines() if line.startswith("| P&M — full FT"))
+    assert "81.0 ± 1.0" not in lora_row and "81.0 ± 1.0" in full_row

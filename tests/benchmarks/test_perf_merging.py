@@ -3,9 +3,9 @@
 1. MagMax on 10 task vectors of ViT-B/16 size (86.6 M float32 each, random values with
    ViT-B/16's parameter shapes from a meta-device timm model):
 
-   * ``fold``  -- :class:`mergecl.methods.merging.MaxMagnitudeAccumulator` (copy of τ₁, then
-     :func:`~mergecl.methods.merging.max_magnitude_fold_` per further τ);
-   * ``list``  -- :func:`~mergecl.methods.merging.max_magnitude` over all 10 held task vectors;
+   * ``fold``  -- the MagMax plugin's running selection (copy of τ₁, then
+     :func:`~mergecl.methods.magmax.max_magnitude_fold_` per further τ);
+   * ``list``  -- :func:`~mergecl.methods.magmax.max_magnitude` over all 10 held task vectors;
    * ``floor`` -- the read-once floor: copy of τ₁, then ``running.add_(τ)`` per entry, i.e. every
      task vector read once and a running buffer updated in place in one fused pass -- the
      memory traffic any streaming fold needs at least;
@@ -37,7 +37,7 @@ from time import perf_counter
 import pytest
 import torch
 from mergecl.bench.orchestration.runner import peak_rss_mb
-from mergecl.methods import merging
+from mergecl.methods import magmax, merging, pnm
 from mergecl.methods.merging import StateDict
 
 VIT = "vit_base_patch16_224"
@@ -92,7 +92,25 @@ def floor_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
 
 def eager_fold_(running: StateDict, new_tv: StateDict) -> StateDict:
     """The library fold without compilation."""
-    return merging.max_magnitude_fold_(running, new_tv, backend="eager")
+    return magmax.max_magnitude_fold_(running, new_tv, backend="eager")
+
+
+class RunningSelection:
+    """What the MagMax plugin holds: a copy of τ₁, then one in-place fold per further τ."""
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+        self.result: StateDict | None = None
+
+    def add(self, tv: StateDict) -> None:
+        if self.result is None:
+            self.result = merging.clone_state(tv)
+        else:
+            magmax.max_magnitude_fold_(self.result, tv, backend=self.backend)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.result is None else merging.state_nbytes(self.result)
 
 
 # ----------------------------------------------------------------------------- memory probe
@@ -114,7 +132,7 @@ def _probe(mode: str, tasks: int) -> dict:
     held = 0
     started = perf_counter()
     if mode in ("fold", "eager"):
-        accumulator = merging.MaxMagnitudeAccumulator(backend="auto" if mode == "fold" else "eager")
+        accumulator = RunningSelection(backend="auto" if mode == "fold" else "eager")
         for t in range(tasks):
             if t:
                 refill_(incoming, generator)  # the next task's τ arrives in the same buffer
@@ -122,7 +140,7 @@ def _probe(mode: str, tasks: int) -> dict:
         held = accumulator.nbytes
     elif mode == "list":
         task_vectors = [incoming] + [random_state(shapes, generator) for _ in range(tasks - 1)]
-        merged = merging.max_magnitude(task_vectors)
+        merged = magmax.max_magnitude(task_vectors)
         held = merging.state_nbytes(merged) + sum(merging.state_nbytes(tv) for tv in task_vectors[1:])
     else:
         raise SystemExit(f"unknown probe mode {mode!r}")
@@ -199,18 +217,18 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
     candidates = {"eager": eager_fold_}
     started = perf_counter()  # compile the default fold for these shapes outside the timed rounds
     warm = merging.clone_state(tvs[0])
-    merging.max_magnitude_fold_(warm, tvs[1])
+    magmax.max_magnitude_fold_(warm, tvs[1])
     compile_seconds = perf_counter() - started
     del warm
-    compiled = merging._compile_error is None and os.environ.get("MERGECL_COMPILE", "1") != "0"
-    fold_kind = "compiled fused pass" if compiled else f"eager ({merging._compile_error})"
+    compiled = magmax._compile_error is None and os.environ.get("MERGECL_COMPILE", "1") != "0"
+    fold_kind = "compiled fused pass" if compiled else f"eager ({magmax._compile_error})"
     totals: dict[str, list[float]] = {"list": [], "fold": [], **{k: [] for k in candidates}, "floor": []}
     steps: dict[str, list[float]] = {"fold": [], **{k: [] for k in candidates}, "floor": []}
     held_bytes: list[int] = []
     round_no = [0]
 
     def fold_family(r: int) -> dict[str, StateDict]:
-        accumulator = merging.MaxMagnitudeAccumulator()
+        accumulator = RunningSelection()
         running: dict[str, StateDict] = {}
         spent = {name: 0.0 for name in steps}
         names = list(steps)
@@ -237,7 +255,7 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
 
     def list_form(r: int) -> StateDict:
         started = perf_counter()
-        merged = merging.max_magnitude(tvs)
+        merged = magmax.max_magnitude(tvs)
         totals["list"].append(perf_counter() - started)
         return merged
 
@@ -306,7 +324,7 @@ def test_magmax_fold_vs_list_vs_floor(benchmark, perf, vit_task_vectors):
                           f"{ratios['over_list']['ratio']:.3f}x list form"))
     perf.record("1.magmax.accumulator_bytes", "MagMax accumulator: bytes held / model bytes",
                 1.0, unit=" copies", target=FOLD_EXTRA_MEMORY_TARGET, baseline="model size",
-                note="counted tensor bytes (MaxMagnitudeAccumulator.nbytes)")
+                note="counted tensor bytes (the running selection's nbytes)")
 
 
 # ----------------------------------------------------------------------------- P&M statistics
@@ -340,9 +358,9 @@ def test_pnm_statistics_constant_vs_stored_lists(benchmark, perf, pnm_inputs):
     optima = {T: inp["older"][:T - 1] + [inp["newest"]] for T in PNM_TASKS}
     fishers = {T: inp["fishers"][:T] for T in PNM_TASKS}
     # one progression over the older tasks; at each T, a copy completed by the current task
-    statistics_by_T: dict[int, merging.PnMStatistics] = {}
+    statistics_by_T: dict[int, pnm.PnMStatistics] = {}
     add_seconds: list[float] = []
-    running = merging.PnMStatistics()
+    running = pnm.PnMStatistics()
     for j in range(max(PNM_TASKS)):  # j older tasks added so far
         if j + 1 in PNM_TASKS:
             snapshot = copy.deepcopy(running)
@@ -357,7 +375,7 @@ def test_pnm_statistics_constant_vs_stored_lists(benchmark, perf, pnm_inputs):
     variants = {}
     for T in PNM_TASKS:
         variants[f"const-T{T}"] = (lambda s=statistics_by_T[T]: s.alpha(prev, delta, masks=masks))
-        variants[f"list-T{T}"] = (lambda T=T: merging.pnm_alpha(prev, delta, optima[T], fishers[T],
+        variants[f"list-T{T}"] = (lambda T=T: pnm.pnm_alpha(prev, delta, optima[T], fishers[T],
                                                                  masks=masks))
     alphas: dict[str, float] = {}
     times = perf.interleaved_rounds(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
+from lifecycle import ZeroHeadClassifier as TinyClassifier
 from mergecl.methods.base import MethodContext, head_masks, keep_trained_where_unmasked
 from mergecl.methods.parameterisation import FullSpace
-from test_pnm import TinyClassifier
 
 
 def _ctx(rule: str) -> tuple[FullSpace, MethodContext]:
@@ -39,24 +38,13 @@ def test_keep_trained_where_unmasked():
     assert merged["w"].tolist() == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.e2e
-def test_magmax_keeps_one_running_selection_and_trains_from_unmerged():
-    from conftest import quick_run
-
-    record = quick_run("magmax")
-    assert [t["lambda"] for t in record["diagnostics"]["per_task"]] == [0.5] * 5
-
-
-def test_magmax_plugin_state_is_constant_in_tasks():
-    from mergecl.methods.magmax import MagMax, MagMaxParams
-
-    space, ctx = _ctx("merge-old-rows")
-    plugin = MagMax(MagMaxParams(), ctx)
-    plugin.pretrained_state = space.effective_state()
-    sizes = []
-    for task in range(4):
-        plugin.task = task
-        trained = {n: v + torch.randn_like(v) for n, v in plugin.pretrained_state.items()}
-        plugin.merge(None, trained, head_masks(space, ctx, min(task, 1)))
-        sizes.append(sum(v.numel() for v in plugin.selection.values()))
-    assert len(set(sizes)) == 1  # one running τ_MM, never a list
+def test_a_class_seen_before_is_not_new_again():
+    """Only classes first seen in task t are taken as trained; a class that returns is merged."""
+    space = FullSpace(TinyClassifier())
+    ctx = MethodContext(space=space, classes_per_experience=[[0, 1], [1, 2], [0, 1, 2, 3]],
+                        n_classes=4, scenario="class-incremental")
+    assert head_masks(space, ctx, 1)["fc.bias"].tolist() == [True, True, False, True]
+    assert head_masks(space, ctx, 2)["fc.bias"].tolist() == [True, True, True, False]
+    domain = MethodContext(space=space, classes_per_experience=[[0, 1, 2, 3]] * 2, n_classes=4,
+                           scenario="domain-incremental")
+    assert head_masks(space, domain, 1)["fc.weight"].all()  # nothing is new in a new domain

@@ -10,12 +10,14 @@ from mergecl.methods.became import (
     BECAME,
     BECAMEParams,
     accumulate_fisher,
+    became_lambda,
     energy_threshold,
     planned_steps,
     projectable_layers,
     stable_steps,
 )
 from mergecl.methods.parameterisation import FullSpace, LoraSpace
+from state_helpers import T
 from tiny_cl import N_CLASSES, FakeStrategy, make_context
 from torch import nn
 
@@ -244,7 +246,7 @@ def test_lambda_and_merge_follow_the_equations():
         strategy.train_exp(method, task, before_merge=capture(task))
         s = seen[task]
         delta = merging.task_vector(s["trained"], s["gp"])
-        expected = merging.became_lambda(delta, s["fisher_new"], s["fisher_old"], masks=s["masks"])
+        expected = became_lambda(delta, s["fisher_new"], s["fisher_old"], masks=s["masks"])
         assert method.per_task[-1]["lambda"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
         assert 0.0 < expected < 1.0
         merged = merging.interpolate(s["gp"], s["trained"], expected, masks=s["masks"])
@@ -303,3 +305,27 @@ def test_e2e_domain_incremental(data_root):
     tasks = record["diagnostics"]["per_task"]
     assert [(t["stable_steps"], t["plastic_steps"]) for t in tasks] == [(1, 1), (1, 1)]
     assert all(0.0 <= t["lambda"] <= 1.0 for t in tasks)
+
+
+# ------------------------------------------------------------------------------------------
+# the coefficient rule
+
+
+def test_became_lambda_hand_computed_and_minimises_objective():
+    delta = {"w": T([1.0, 2.0]), "n": T(1)}
+    f_new = {"w": T([1.0, 1.0])}
+    f_old = {"w": T([3.0, 0.0])}
+    lam = became_lambda(delta, f_new, f_old)
+    assert lam == pytest.approx(5 / 8, abs=1e-12)  # (1 + 4) / (4·1 + 1·4)
+    quad_old = 3.0  # Δᵀ F_old Δ
+    quad_new = 5.0  # Δᵀ F_t Δ
+    grid = [i / 10000 for i in range(10001)]
+    objective = [0.5 * x * x * quad_old + 0.5 * (1 - x) ** 2 * quad_new for x in grid]
+    best = grid[min(range(len(grid)), key=objective.__getitem__)]
+    assert best == pytest.approx(lam, abs=1e-4)
+    # masks: only the first entry -> 1 / (1 + 3)
+    assert became_lambda(delta, f_new, f_old, masks={"w": T([True, False])}) == 0.25
+    # zero denominator -> 0.5
+    assert became_lambda({"w": T([0.0, 0.0]), "n": T(1)}, f_new, f_old) == 0.5
+    with pytest.raises(ValueError, match="different entries"):
+        became_lambda(delta, f_new, {})

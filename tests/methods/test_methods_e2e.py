@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 from conftest import quick_run
+from mergecl.bench.reporting.metrics import summarize, summarize_row
 
 METHODS = ["seqft", "joint", "avg", "coma", "dare", "pnm", "magmax", "ties", "random-mix",
-           "became", "trm", "ewc", "lwf"]
+           "task-arithmetic", "became", "trm", "ewc", "lwf"]
 
-EXPECTED_DIAGNOSTIC = {"pnm": "alpha", "magmax": "lambda", "avg": "coefficient", "coma": "coefficient",
-                       "dare": "coefficient", "ties": "lambda", "random-mix": "lambda", "became": "lambda"}
+EXPECTED_DIAGNOSTIC = {"pnm": "alpha", "magmax": "merge_coefficient", "avg": "coefficient",
+                       "coma": "coefficient", "dare": "coefficient", "ties": "merge_coefficient",
+                       "random-mix": "merge_coefficient", "task-arithmetic": "merge_coefficient",
+                       "became": "lambda"}
+# merges whose coefficient is a convex weight (the others scale a task vector: λ ≥ 0)
+CONVEX = {"pnm", "avg", "coma", "dare", "became", "task-arithmetic"}
 
 
 @pytest.mark.e2e
@@ -28,11 +33,20 @@ def test_method_runs_offline(method, parameterisation, no_network):
         # CIL: a task never seen scores 0 (argmax over seen classes only)
         assert matrix[0][1:] == [0.0] * 4
     assert all(0.0 <= v <= 1.0 for row in matrix for v in row)
-    assert record["til_acc_matrix"] is not None
+    til = record["til_acc_matrix"]
+    assert til is not None
+    # task-incremental accuracy (argmax within the task's classes) is never below CIL's
+    assert all(t >= c for t_row, c_row in zip(til, matrix) for t, c in zip(t_row, c_row))
+    if method == "joint":
+        assert record["metrics"] == summarize_row(matrix)
+    else:
+        assert record["metrics"] == summarize(matrix)
+        assert record["til_metrics"] == summarize(til)
     key = EXPECTED_DIAGNOSTIC.get(method)
     if key:
         values = [task[key] for task in record["diagnostics"]["per_task"]]
-        assert all(0.0 <= v <= 10.0 for v in values)
+        high = 1.0 if method in CONVEX else 10.0
+        assert all(0.0 <= v <= high for v in values), values
     assert record["timings"]["train_steps"] > 0
     assert not no_network
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from mergecl.methods import merging
+from mergecl.methods.magmax import max_magnitude
 from mergecl.methods.parameterisation import FullSpace, LoraSpace
 from mergecl.methods.trm import (
     TRM,
@@ -17,7 +18,8 @@ from mergecl.methods.trm import (
     coefficient_groups,
     consistency_loss,
     entropy_floor_penalty,
-    gradient_responsiveness,
+    gradient_floor_penalty,
+    gradient_norm,
     trajectory_directions,
 )
 from tiny_cl import N_CLASSES, FakeStrategy, make_context
@@ -73,7 +75,7 @@ def test_trajectory_directions_and_magmax():
     directions, labels = trajectory_directions(start, [c1, c2], use_magmax=True)
     assert labels == ["d1", "d2", "magmax"]
     d1, d2 = merging.task_vector(c1, start), merging.task_vector(c2, start)
-    magmax = merging.max_magnitude([d1, d2])
+    magmax = max_magnitude([d1, d2])
     for name in start:
         assert directions[name].shape == (3, *start[name].shape)
         assert torch.equal(directions[name][0], d1[name])
@@ -127,10 +129,21 @@ def test_objective_functions():
     saturated = torch.tensor([[50.0, 0.0, 0.0, 0.0]])
     assert float(entropy_floor_penalty(saturated, mask, 0.5)) == pytest.approx(0.5 * math.log(2), rel=1e-4)
     w = torch.tensor([3.0, 4.0], requires_grad=True)
-    value = gradient_responsiveness((w ** 2).sum() / 2, [w], create_graph=True)
-    assert float(value) == pytest.approx(-math.log(5.0))
-    (grad,) = torch.autograd.grad(value, [w])  # double backward: −w/‖w‖²
-    torch.testing.assert_close(grad, -w.detach() / 25.0)
+    norm = gradient_norm((w ** 2).sum() / 2, [w], create_graph=True)
+    assert float(norm) == pytest.approx(5.0)
+    (grad,) = torch.autograd.grad(norm, [w])  # double backward: w/‖w‖
+    torch.testing.assert_close(grad, w.detach() / 5.0)
+    # the floor is a hinge: zero above it, linear below, never a reward for a large gradient
+    assert float(gradient_floor_penalty(norm, 4.0)) == 0.0
+    assert float(gradient_floor_penalty(norm, 7.0)) == pytest.approx(2.0)
+    assert float(gradient_floor_penalty(torch.tensor(100.0), 7.0)) == 0.0
+    # consistency restricted to chosen samples: weight 0 drops a sample
+    weights = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
+    p = torch.softmax(other[:, :2], 1)
+    per_sample = (p * (p.log() - torch.log_softmax(logits[:, :2], 1))).sum(1)
+    torch.testing.assert_close(consistency_loss(logits, other, old, weights),
+                               (per_sample[0] + per_sample[2]) / 2)
+    assert float(consistency_loss(logits, other, old, torch.zeros(5))) == 0.0
 
 
 def test_params_are_range_checked():
@@ -237,8 +250,10 @@ def test_objective_switches(params, expected):
     assert "consistency" not in first.get("objectives_before", {})  # nothing seen before task 0
     if expected == {"consistency"}:
         assert first["steps"] == 0  # consistency alone has nothing to do at task 0
-    assert second["steps"] == 5 and second["coefficients"] != {"d1": 0.0, "d2": 0.0, "d3": 1.0,
-                                                                "magmax": 0.0}
+    assert second["steps"] == 5
+    if "alignment" in expected:  # the other terms alone cannot beat θ*_t without raising its loss
+        assert second["coefficients"] != {"d1": 0.0, "d2": 0.0, "d3": 1.0, "magmax": 0.0}
+    assert second["accepted_step"] >= 0
 
 
 def test_groups_and_magmax_switch():
@@ -315,3 +330,56 @@ def test_e2e_domain_incremental(data_root):
     tasks = record["diagnostics"]["per_task"]
     assert [t["checkpoints"] for t in tasks] == [2, 2]
     assert "consistency" in tasks[1]["objectives_after"]  # all classes are "seen before"
+
+
+# ------------------------------------------------------------------------------ the constraint
+
+
+def _two_domains(seed: int, n: int = 32):
+    """Two domains of one 4-class problem: the same labelling rule, shifted and rotated inputs."""
+    g = torch.Generator().manual_seed(seed)
+    rule = torch.randn(6, N_CLASSES, generator=g)
+    rotation = torch.linalg.qr(torch.randn(6, 6, generator=g)).Q
+    data = []
+    for domain in range(2):
+        z = torch.randn(n, 6, generator=g)
+        x = z if domain == 0 else z @ rotation + 1.5
+        data.append((x, (z @ rule).argmax(1)))
+    return data
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("responsiveness", ["grad-floor", "entropy"])
+def test_merge_never_raises_the_current_task_loss_above_the_better_anchor(seed, responsiveness):
+    """Domain-incremental toy: after the merge, task t's loss on the merge's samples is at most
+    min(loss(θ̂_{t-1}), loss(θ*_t)) — no objective is minimised by forgetting task t."""
+    torch.manual_seed(seed)
+    model = Tiny()
+    space = FullSpace(model)
+    data = _two_domains(seed)
+    everything = [[0, 1, 2, 3], [0, 1, 2, 3]]
+    ctx = make_context(space, data, loss_mask="none", classes=everything,
+                       scenario="domain-incremental", generator=torch.Generator().manual_seed(seed))
+    method = TRM(TRMParams(steps=15, batch_size=8, lr=0.3, w_consistency=5.0, w_responsiveness=1.0,
+                           responsiveness=responsiveness), ctx)
+    strategy = FakeStrategy(model, space, data, epochs=3, loss_classes=everything)
+    strategy.train_exp(method, 0)
+    seen = {}
+    strategy.train_exp(method, 1, before_merge=lambda: seen.update(
+        trained=space.effective_state(), start=dict(method.start_state)))
+    x, y = data[1]
+    held = min(8, len(y) // 4)
+    x, y = x[:-held], y[:-held]
+
+    def loss(state):
+        probe = Tiny()
+        FullSpace(probe).load_effective_state(state)
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(probe(x), y))
+
+    merged = loss(space.effective_state())
+    bound = min(loss(seen["start"]), loss(seen["trained"]))
+    assert merged <= bound + 1e-6
+    record = method.per_task[-1]
+    assert record["task_loss_bound"] == pytest.approx(bound, abs=1e-5)
+    assert 0 < record["consistency_samples"] <= len(y)  # only where θ̂_{t-1} was right

@@ -18,7 +18,8 @@ TaskData = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def make_context(space, data: TaskData, loss_mask: str = "current",
-                 generator: torch.Generator | None = None) -> MethodContext:
+                 generator: torch.Generator | None = None, classes: list[list[int]] | None = None,
+                 scenario: str = "class-incremental") -> MethodContext:
     """A :class:`MethodContext` whose ``batches(task, max_samples, batch_size)`` reads ``data``."""
 
     def batches(task: int, max_samples: int | None = None,
@@ -30,8 +31,8 @@ def make_context(space, data: TaskData, loss_mask: str = "current",
             yield x[start:min(start + size, n)], y[start:min(start + size, n)]
 
     extra = {"generator": generator} if generator is not None else {}
-    return MethodContext(space=space, classes_per_experience=CLASSES, n_classes=N_CLASSES,
-                         scenario="class-incremental", batches=batches,
+    return MethodContext(space=space, classes_per_experience=classes or CLASSES, n_classes=N_CLASSES,
+                         scenario=scenario, batches=batches,
                          config=SimpleNamespace(loss_mask=loss_mask, max_steps_per_exp=None),
                          **extra)
 
@@ -41,8 +42,10 @@ class FakeStrategy:
     fresh optimiser per experience, masked loss over the current task's classes."""
 
     def __init__(self, model: nn.Module, space, data: TaskData, *, epochs: int = 1,
-                 batch_size: int = 4, optimizer: str = "adam", lr: float = 0.05) -> None:
+                 batch_size: int = 4, optimizer: str = "adam", lr: float = 0.05,
+                 loss_classes: list[list[int]] | None = None) -> None:
         self.model, self.space, self.data = model, space, data
+        self.loss_classes = loss_classes or CLASSES
         self.train_epochs, self.batch_size = epochs, batch_size
         self.kind, self.lr = optimizer, lr
         self.optimizer_resets = 0
@@ -63,7 +66,7 @@ class FakeStrategy:
         self.model.train()
         method.before_training_exp(self)
         offsets = torch.full((N_CLASSES,), float("-inf"))
-        offsets[CLASSES[task]] = 0.0
+        offsets[self.loss_classes[task]] = 0.0
         step = 0
         for _ in range(self.train_epochs):
             for xb, yb in self.dataloader:

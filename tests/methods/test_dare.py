@@ -1,0 +1,52 @@
+"""DARE (mergecl.methods.dare): drop-and-rescale, then the continual average of Δ_t."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lifecycle import make_space, simulate
+from mergecl.methods import dare
+from state_helpers import T, assert_state_equal
+
+
+def test_dare_exact_zeros_rescaling_and_unbiased():
+    g = torch.Generator().manual_seed(5)
+    tv = {"w": torch.randn(200, generator=g), "n": T([1, 2])}
+    dropped = dare.dare(tv, 0.75, g)
+    kept = dropped["w"] != 0
+    assert torch.equal(dropped["n"], tv["n"])
+    torch.testing.assert_close(dropped["w"][kept], tv["w"][kept] * 4)
+    assert 0.15 < kept.float().mean() < 0.35
+    draws = torch.stack([dare.dare(tv, 0.5, g)["w"] for _ in range(2000)])
+    assert set(draws[:, 0].unique().tolist()) <= {0.0, float(tv["w"][0] * 2)}
+    # the mean of 2000 draws is unbiased: standard error |w|/sqrt(2000)
+    error = (draws.mean(0) - tv["w"]).abs() / tv["w"].abs().clamp(min=1e-6)
+    assert float(error.max()) < 5 / math.sqrt(2000)
+    assert_state_equal(dare.dare(tv, 0.0, g), tv)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="drop_rate"):
+            dare.dare(tv, bad, g)
+
+
+def test_plugin_merged_state_is_the_average_of_the_sparsified_update():
+    _, space, ctx = make_space()
+    p = 0.5
+    runs = simulate(dare.DareMerge(dare.DareParams(drop_rate=p), ctx), space, 2)
+    previous, run = runs[0]["merged"], runs[1]
+    assert_state_equal(run["start"], previous)
+    kept_total = entries = 0
+    for name, value in run["merged"].items():
+        delta = run["trained"][name] - previous[name]
+        dropped = previous[name]
+        kept = previous[name] + 0.5 * delta / (1 - p)
+        ok = torch.isclose(value, dropped, atol=1e-6) | torch.isclose(value, kept, atol=1e-6)
+        if name in space.head_names:  # new-class rows as trained
+            ok[2:] = torch.isclose(value[2:], run["trained"][name][2:], atol=0)
+        assert bool(ok.all()), name
+        moved = ~torch.isclose(value, dropped, atol=1e-6)
+        kept_total += int(moved.sum())
+        entries += value.numel()
+    assert 0.3 < kept_total / entries < 0.7
+    assert run["diagnostics"]["coefficient"] == 0.5
