@@ -56,7 +56,14 @@ from typing import Any, Literal
 
 import torch
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict
+from mergecl.methods.base import (
+    MERGE_COEFFICIENT,
+    MergeMethod,
+    MergeResult,
+    MethodParams,
+    StateDict,
+    tunable,
+)
 from mergecl.methods.gpm import GradientProjector, project_gradient_
 from mergecl.methods.merging import Masks
 from pydantic import Field
@@ -98,14 +105,6 @@ def became_lambda(delta: Mapping[str, Tensor], fisher_new: Mapping[str, Tensor],
         return 0.5
     return min(1.0, max(0.0, numerator / denominator))
 
-
-
-def planned_steps(epochs: int, batches_per_epoch: int, max_steps: int | None = None) -> int:
-    """Optimisation steps of one experience: epochs × batches, capped by ``max_steps``."""
-    total = max(0, int(epochs)) * max(0, int(batches_per_epoch))
-    if max_steps is not None:
-        total = min(total, int(max_steps))
-    return total
 
 
 def stable_steps(total_steps: int, stable_fraction: float) -> int:
@@ -167,8 +166,8 @@ def project_step_(weight: Tensor, before: Tensor, basis: Tensor) -> None:
 
 
 class BECAMEParams(MethodParams):
-    stable_fraction: float = Field(0.5, gt=0.0, lt=1.0,
-                                   description="share of the task's steps in the GPM stable stage")
+    stable_fraction: float = tunable(0.5, [0.2, 0.35, 0.5, 0.65, 0.8], gt=0.0, lt=1.0,
+                                     description="share of the task's steps in the GPM stable stage")
     fisher_samples: int = Field(256, ge=1, description="training samples per Fisher estimate")
     fisher_labels: Literal["model", "true"] = "model"
     energy_threshold: float = Field(0.97, gt=0.0, le=1.0, description="GPM energy ε for task 0")
@@ -218,9 +217,8 @@ class BECAME(MergeMethod):
                 self.projector.register(self.space.model, self.layers)
                 available = dict(self.space.model.named_modules())
                 self._layer_modules = {name: available[name] for name in self.layers}
-        config = self.ctx.config
-        self.total_steps = planned_steps(strategy.train_epochs, len(strategy.dataloader),
-                                         getattr(config, "max_steps_per_exp", None))
+        assert self.plan is not None, "BECAME needs the strategy's training plan"
+        self.total_steps = self.plan.steps
         self.planned_stable = stable_steps(self.total_steps, self.params.stable_fraction)
         self.steps_done = 0
         self.stable_done = 0
@@ -268,7 +266,7 @@ class BECAME(MergeMethod):
         strategy.make_optimizer()
 
     # ------------------------------------------------------------------ merge
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
+    def merge(self, trained: StateDict, masks: dict[str, Tensor]) -> MergeResult:
         gp = self.gp_state if self.gp_state is not None else trained
         delta = merging.task_vector(trained, gp)
         fisher_old = self.fisher_old if self.task > 0 else self.stable_fisher
@@ -281,8 +279,13 @@ class BECAME(MergeMethod):
             lam = became_lambda(delta, fisher_new, fisher_old, masks=masks)
             del fisher_new
         merged = merging.interpolate(gp, trained, lam, masks=masks)  # unmasked entries: θ̃
-        # F(θ̂_t) and the subspace are taken at the merged model.
-        self.space.load_effective_state(merged)
+        self._stage_steps = (self.stable_done, self.steps_done - self.stable_done)
+        self.gp_state = None
+        self.stable_fisher = None
+        return MergeResult(merged, {MERGE_COEFFICIENT: float(lam)})
+
+    def on_merged(self, strategy: Any, merged: StateDict) -> dict[str, Any]:
+        """F(θ̂_t) and task t's input subspace, taken at the merged model (now loaded)."""
         if self.params.use_fisher:
             self.fisher_old = accumulate_fisher(self._fisher(), self.fisher_old if self.task > 0 else None,
                                                 self.params.gamma)
@@ -292,10 +295,10 @@ class BECAME(MergeMethod):
         dims = self.projector.extend(
             self.space.model, self.ctx.task_batches(self.task, self.params.gpm_samples),
             threshold, max_samples=self.params.gpm_samples) if self.layers else {}
-        diagnostics = {
-            "lambda": float(lam),
-            "stable_steps": self.stable_done,
-            "plastic_steps": self.steps_done - self.stable_done,
+        stable, plastic = self._stage_steps
+        return {
+            "stable_steps": stable,
+            "plastic_steps": plastic,
             "basis_columns": int(sum(dims.values())),
             "projected_layers": len(self.layers),
             "stats_mb": round((self.projector.nbytes + merging.state_nbytes(self.fisher_old or {}))
@@ -304,6 +307,3 @@ class BECAME(MergeMethod):
             "fisher_s": round(self.fisher_seconds, 4),
             "gpm_s": round(perf_counter() - started, 4),
         }
-        self.gp_state = None
-        self.stable_fisher = None
-        return merged, diagnostics

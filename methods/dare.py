@@ -14,12 +14,17 @@ mergecl's choice (the P&M paper does not state its p); select it on validation d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict
-from pydantic import Field
+from mergecl.methods.base import (
+    MERGE_COEFFICIENT,
+    MergeMethod,
+    MergeResult,
+    MethodParams,
+    StateDict,
+    tunable,
+)
 from torch import Tensor
 
 
@@ -48,7 +53,8 @@ def dare(tv: Mapping[str, Tensor], drop_rate: float,
 
 
 class DareParams(MethodParams):
-    drop_rate: float = Field(0.5, ge=0.0, lt=1.0, description="probability p of dropping an entry")
+    drop_rate: float = tunable(0.5, [0.1, 0.3, 0.5, 0.7, 0.9], ge=0.0, lt=1.0,
+                               description="probability p of dropping an entry")
 
 
 class DareMerge(MergeMethod):
@@ -56,9 +62,14 @@ class DareMerge(MergeMethod):
     paper = "Yu et al., ICML 2024, arXiv 2311.03099 (as a continual-averaging baseline)"
     Params = DareParams
 
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
+    @property
+    def plain_first_task(self) -> bool:
+        return True
+
+    def merge(self, trained: StateDict, masks: dict[str, Tensor]) -> MergeResult:
         assert self.start_state is not None
         weight = 1.0 / (self.task + 1)
         delta = merging.task_vector(trained, self.start_state)
         sparse = dare(delta, self.params.drop_rate, self.ctx.generator)
-        return merging.add_scaled(self.start_state, sparse, scale=weight, masks=masks), {"coefficient": weight}
+        return MergeResult(merging.add_scaled(self.start_state, sparse, scale=weight, masks=masks),
+                           {MERGE_COEFFICIENT: weight})

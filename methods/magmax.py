@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 from mergecl.methods import merging
+from mergecl.methods.base import tunable
 from mergecl.methods.merging import StateDict
 from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
 from pydantic import Field
@@ -152,7 +153,8 @@ def _use_compiled(backend: str, entries: int) -> bool:
 
 
 class MagMaxParams(AnchoredMergeParams):
-    lam: float = Field(0.5, ge=0.0, le=10.0, description="scale λ of the selected task vector")
+    lam: float = tunable(0.5, [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.2, 1.5], ge=0.0, le=10.0,
+                         description="scale λ of the selected task vector")
     variant: Literal["sequential", "ind"] = Field(
         "sequential", description="sequential: task t trains from θ*_{t-1}; ind: from θ₀")
 

@@ -12,6 +12,11 @@ keyed by the model's own parameter names:
 
 For timm ViTs, ``kv_only=True`` restricts the adapter on the fused ``qkv`` projection to the
 key/value output rows (P&M's setting) by zeroing B's query rows and their gradients.
+
+Adapter restarts draw A from the space's own seeded generator, once per task
+(:meth:`ParameterSpace.start_task`); loading a state only zeroes B. So the random stream of a
+run does not depend on how often a method loads states (MagMax loads θ*_{t−1} and θ̂_t, SeqFT
+loads once): every method that trains the same trajectory draws the same adapters.
 """
 
 from __future__ import annotations
@@ -81,6 +86,18 @@ class ParameterSpace(ABC):
     def set_adapter_factor(self, factor: float) -> None:
         """Scale every adapter's output by ``factor`` (LoRA only; 1.0 restores)."""
 
+    def functional_parameters(self, state: StateDict) -> StateDict:
+        """Parameters for ``torch.func.functional_call`` that evaluate the model at the effective
+        ``state`` without changing it (LoRA: the adapters are overridden with B = 0)."""
+        return dict(state)
+
+    def generator_state(self) -> Tensor | None:
+        """State of the space's random stream (LoRA adapter restarts), for exact resumption."""
+        return None
+
+    def set_generator_state(self, state: Tensor | None) -> None:
+        """Restore :meth:`generator_state`."""
+
 
 class FullSpace(ParameterSpace):
     kind = "full"
@@ -113,10 +130,11 @@ class LoraSpace(ParameterSpace):
     adapter = "default"
 
     def __init__(self, model: nn.Module, targets: list[str], rank: int, alpha: float,
-                 kv_only: bool = False) -> None:
+                 kv_only: bool = False, generator: torch.Generator | None = None) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
         super().__init__(model)
+        self.generator = generator or torch.Generator().manual_seed(0)
         if not targets:
             raise ValueError("LoRA needs at least one target module pattern (lora_targets)")
         head_modules = {name for name, _ in model.named_modules()
@@ -169,9 +187,12 @@ class LoraSpace(ParameterSpace):
 
     @torch.no_grad()
     def reset_adapters(self) -> None:
+        """A fresh adapter: A drawn from the space's generator (peft's Kaiming-uniform init),
+        B = 0."""
         for module in self.lora_layers.values():
             a = module.lora_A[self.adapter].weight
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            bound = 1.0 / math.sqrt(a[0].numel())  # kaiming_uniform_(a=√5): √(1/3)·√(3/fan_in)
+            a.copy_(torch.empty(a.shape, dtype=a.dtype).uniform_(-bound, bound, generator=self.generator))
             module.lora_B[self.adapter].weight.zero_()
 
     def delta(self, layer_name: str) -> Tensor:
@@ -191,18 +212,35 @@ class LoraSpace(ParameterSpace):
 
     @torch.no_grad()
     def load_effective_state(self, state: StateDict) -> None:
+        """Write effective values into the base weights and the head; the adapters contribute
+        nothing afterwards (B = 0; A is left as it is and redrawn at the next task start)."""
         params = self.parameters_by_name()
         for name, value in state.items():
             params[name].copy_(value)
-        self.reset_adapters()
+        for module in self.lora_layers.values():
+            module.lora_B[self.adapter].weight.zero_()
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
     def start_task(self) -> None:
-        # the adapter is folded into the base weights at every merge; a task starts fresh
+        """Fold a live adapter into the base weights, then restart it (a fresh A, B = 0)."""
         if any(m.lora_B[self.adapter].weight.abs().sum() > 0 for m in self.lora_layers.values()):
             self.load_effective_state(self.effective_state())
+        self.reset_adapters()
+
+    def functional_parameters(self, state: StateDict) -> StateDict:
+        out = dict(state)
+        for name, module in self.lora_layers.items():
+            out[f"{name}.lora_B.{self.adapter}.weight"] = torch.zeros_like(module.lora_B[self.adapter].weight)
+        return out
+
+    def generator_state(self) -> Tensor | None:
+        return self.generator.get_state()
+
+    def set_generator_state(self, state: Tensor | None) -> None:
+        if state is not None:
+            self.generator.set_state(state)
 
     def set_adapter_factor(self, factor: float) -> None:
         for name, module in self.lora_layers.items():
@@ -210,9 +248,10 @@ class LoraSpace(ParameterSpace):
 
 
 def build_space(model: nn.Module, kind: str, *, targets: list[str] | None = None, rank: int = 8,
-                alpha: float = 16.0, kv_only: bool = False) -> ParameterSpace:
+                alpha: float = 16.0, kv_only: bool = False,
+                generator: torch.Generator | None = None) -> ParameterSpace:
     if kind == "full":
         return FullSpace(model)
     if kind == "lora":
-        return LoraSpace(model, targets or [], rank, alpha, kv_only=kv_only)
+        return LoraSpace(model, targets or [], rank, alpha, kv_only=kv_only, generator=generator)
     raise ValueError(f"unknown parameterisation {kind!r}; accepted: full, lora")

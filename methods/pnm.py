@@ -60,7 +60,15 @@ from typing import Any, Literal
 
 import torch
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict, head_masks
+from mergecl.methods.base import (
+    MERGE_COEFFICIENT,
+    MergeMethod,
+    MergeResult,
+    MethodParams,
+    StateDict,
+    head_masks,
+    tunable,
+)
 from mergecl.methods.merging import Masks
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -214,7 +222,8 @@ def pnm_merge(prev: Mapping[str, Tensor], delta: Mapping[str, Tensor], alpha: fl
 
 
 class PnMParams(MethodParams):
-    epsilon: float = Field(0.5, ge=0.0, le=10.0, description="perturbation size ε")
+    epsilon: float = tunable(0.5, [0.1, 0.25, 0.5, 0.75, 1.0, 1.5], ge=0.0, le=10.0,
+                             description="perturbation size ε")
     p_zero: float = Field(1 / 3, ge=0.0, le=1.0, description="probability of s = 0")
     p_plus: float = Field(1 / 3, ge=0.0, le=1.0, description="probability of s = +ε")
     p_minus: float = Field(1 / 3, ge=0.0, le=1.0, description="probability of s = −ε")
@@ -257,6 +266,10 @@ class PerturbAndMerge(MergeMethod):
         self._factor_set = False
         self._current_s = 0.0
         self.step_draws: list[float] = []
+
+    @property
+    def plain_first_task(self) -> bool:
+        return self.params.perturbation == "none" or self.params.epsilon == 0
 
     # ----------------------------------------------------------------- training (stage 1)
     def on_task_start(self, strategy: Any) -> None:
@@ -356,7 +369,7 @@ class PerturbAndMerge(MergeMethod):
                 p.grad.mul_(torch.where(mask, 1.0 + s, 1.0).to(p.grad.dtype))
 
     # ----------------------------------------------------------------- merge (stage 2)
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
+    def merge(self, trained: StateDict, masks: dict[str, Tensor]) -> MergeResult:
         assert self.start_state is not None
         start = self.start_state
         fisher = self.estimate_fisher(self.task, self.params.fisher_samples, self.params.fisher_labels)
@@ -371,7 +384,7 @@ class PerturbAndMerge(MergeMethod):
         merged = pnm_merge(start, delta, alpha, masks=masks)
         draws = self.step_draws
         diagnostics = {
-            "alpha": alpha,
+            MERGE_COEFFICIENT: alpha,
             "fitted_entries": merging.masked_numel(delta, masks),
             "stats_mb": round(self.statistics.nbytes / 2**20, 2) if self.params.stats == "constant" else
             round(sum(merging.state_nbytes(s) for s in self.optima + self.fishers) / 2**20, 2),
@@ -379,4 +392,4 @@ class PerturbAndMerge(MergeMethod):
             "steps": len(draws),
         }
         self.step_draws = []
-        return merged, diagnostics
+        return MergeResult(merged, diagnostics)

@@ -32,7 +32,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict, loss_classes
+from mergecl.methods.base import (
+    MERGE_COEFFICIENT,
+    MergeMethod,
+    MergeResult,
+    MethodParams,
+    StateDict,
+)
 from pydantic import Field
 from torch import Tensor
 
@@ -51,6 +57,7 @@ class AnchoredMerge(MergeMethod):
     """θ̂_t = θ₀ + λ_t·τ̂_t with τ̂_t folded from the task vectors; subclasses give the fold."""
 
     timing: ClassVar[str] = "post-hoc"
+    keeps_pretrained: ClassVar[bool] = True
     Params: ClassVar[type[MethodParams]] = AnchoredMergeParams
 
     def __init__(self, params: AnchoredMergeParams, context: Any) -> None:
@@ -61,7 +68,8 @@ class AnchoredMerge(MergeMethod):
     def train_from(self) -> str:
         return "trained"
 
-    def keeps_pretrained(self) -> bool:
+    @property
+    def plain_first_task(self) -> bool:
         return True
 
     # ---------------------------------------------------------------- the rule
@@ -82,7 +90,7 @@ class AnchoredMerge(MergeMethod):
 
     def record_trained_head(self, trained: StateDict) -> None:
         """Copy the head rows of the classes task ``self.task``'s loss trained from θ*_t."""
-        classes = loss_classes(self.ctx, self.task)
+        classes = self.ctx.loss_classes(self.task)
         for name in self.space.head_names:
             value = trained[name].detach()
             held = self.trained_head.get(name)
@@ -92,7 +100,7 @@ class AnchoredMerge(MergeMethod):
                 rows = classes.to(value.device)
                 held[rows] = value[rows]
 
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
+    def merge(self, trained: StateDict, masks: dict[str, Tensor]) -> MergeResult:
         assert self.pretrained_state is not None
         pretrained = self.pretrained_state
         names = self.body_names(trained)
@@ -108,4 +116,4 @@ class AnchoredMerge(MergeMethod):
             merged = merging.add_scaled(anchor, merged_tv, scale, masks=body_masks)
         for name, value in trained.items():  # entries outside the fold (non-float): as trained
             merged.setdefault(name, value)
-        return merged, {"merge_coefficient": scale, **self.merge_diagnostics()}
+        return MergeResult(merged, {MERGE_COEFFICIENT: scale, **self.merge_diagnostics()})

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from mergecl.methods import merging
+from mergecl.methods.base import tunable
 from mergecl.methods.merging import StateDict
 from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
-from pydantic import Field
 from torch import Tensor
 
 
@@ -64,7 +64,8 @@ def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_coun
 
 
 class RandomMixParams(AnchoredMergeParams):
-    lam: float = Field(1.0, ge=0.0, le=10.0, description="scale λ of the mixed task vector")
+    lam: float = tunable(1.0, [0.3, 0.5, 0.7, 1.0, 1.2, 1.5], ge=0.0, le=10.0,
+                         description="scale λ of the mixed task vector")
 
 
 class RandomMix(AnchoredMerge):

@@ -18,14 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from mergecl.methods import merging
+from mergecl.methods.base import tunable
 from mergecl.methods.merging import StateDict
 from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
-from pydantic import Field
 
 
 class TaskArithmeticParams(AnchoredMergeParams):
-    lam: float | None = Field(None, ge=0.0, le=10.0,
-                              description="scale λ of the summed task vectors; null: 1/t (the mean)")
+    lam: float | None = tunable(None, [None, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], ge=0.0, le=10.0,
+                                description="scale λ of the summed task vectors; null: 1/t (the mean)")
 
 
 class TaskArithmetic(AnchoredMerge):

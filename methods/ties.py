@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import torch
 from mergecl.methods import merging
+from mergecl.methods.base import MERGE_COEFFICIENT, tunable
 from mergecl.methods.merging import StateDict
 from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
 from pydantic import Field
@@ -105,8 +106,10 @@ def ties_merge(task_vectors: Sequence[Mapping[str, Tensor]], top_k: float = 0.2,
 
 
 class TiesParams(AnchoredMergeParams):
-    top_k: float = Field(0.2, gt=0.0, le=1.0, description="fraction of entries kept (whole model)")
-    lam: float = Field(0.55, ge=0.0, le=10.0, description="scale λ of the merged task vector")
+    top_k: float = tunable(0.2, [0.1, 0.2, 0.3, 0.5], gt=0.0, le=1.0,
+                           description="fraction of entries kept (whole model)")
+    lam: float = tunable(0.55, [0.3, 0.55, 0.8, 1.0, 1.2, 1.5, 2.0, 2.5], ge=0.0, le=10.0,
+                         description="scale λ of the merged task vector")
     merge_function: MergeFunction = Field("mean", description="disjoint mean, sum or max")
     mode: Literal["list", "continual"] = Field(
         "list", description="list: TIES over all task vectors (MagMax's baseline); "
@@ -137,6 +140,6 @@ class TiesMerge(AnchoredMerge):
         return self.running, 1.0
 
     def merge_diagnostics(self) -> dict[str, Any]:
-        return {"merge_coefficient": self.params.lam}
+        return {MERGE_COEFFICIENT: self.params.lam}
 
 

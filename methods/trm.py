@@ -49,10 +49,9 @@ Implementation notes.
   same candidate, so that at c = c⁰ it is θ*_t bit for bit.
 * Entries the head rule takes as trained (mask False) have their directions zeroed: they stay
   at θ*_t in every candidate, during the optimisation as in the result.
-* LoRA: the merged state is the effective dense weights. The merge first folds the adapter
-  into the base weights (``space.load_effective_state`` resets B to 0), then evaluates
-  candidates with ``torch.func.functional_call`` on the base-weight names, so the adapter
-  adds nothing (B = 0) and nothing is counted twice.
+* The model is never changed by the merge: candidates are evaluated with
+  ``torch.func.functional_call`` on the effective (base-weight) names; in LoRA the adapters'
+  B factors are overridden with zeros, so the adapter adds nothing and nothing is counted twice.
 * The objective samples (``samples``) are split: the last quarter (at most ``batch_size``)
   is the held-out batch of the responsiveness term, the rest feeds alignment/consistency in
   shuffled mini-batches and the acceptance rule. The gradient norm is over all merged entries.
@@ -76,7 +75,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from mergecl.methods import merging
-from mergecl.methods.base import MergeMethod, MethodParams, StateDict, loss_classes
+from mergecl.methods.base import MergeMethod, MergeResult, MethodParams, StateDict, tunable
 from mergecl.methods.magmax import max_magnitude
 from pydantic import Field
 from torch import Tensor
@@ -248,8 +247,10 @@ class TRMParams(MethodParams):
     lr: float = Field(0.05, gt=0.0, le=10.0)
     batch_size: int = Field(64, ge=1)
     w_align: float = Field(1.0, ge=0.0, description="weight of task alignment (0: off)")
-    w_consistency: float = Field(1.0, ge=0.0, description="weight of prediction consistency (0: off)")
-    w_responsiveness: float = Field(0.1, ge=0.0, description="weight of gradient responsiveness (0: off)")
+    w_consistency: float = tunable(1.0, [0.0, 0.1, 1.0, 10.0], ge=0.0,
+                                   description="weight of prediction consistency (0: off)")
+    w_responsiveness: float = tunable(0.1, [0.0, 0.01, 0.1, 1.0], ge=0.0,
+                                      description="weight of gradient responsiveness (0: off)")
     responsiveness: Literal["grad-floor", "entropy"] = "grad-floor"
     grad_floor: float = Field(1.0, ge=0.0, le=10.0, description="ρ: floor = ρ·‖∇CE(θ*_t)‖ (grad-floor)")
     entropy_floor: float = Field(0.1, ge=0.0, le=1.0, description="share of log C (entropy mode)")
@@ -264,7 +265,7 @@ class TRM(MergeMethod):
     def __init__(self, params: TRMParams, context: Any) -> None:
         super().__init__(params, context)
         self.checkpoints: list[StateDict] = []
-        self.plan: list[int] = []
+        self.checkpoint_plan: list[int] = []
         self.steps_done = 0
         self._old_classes: Tensor | None = None
         self._floor = 0.0
@@ -273,17 +274,14 @@ class TRM(MergeMethod):
     def on_task_start(self, strategy: Any) -> None:
         self.checkpoints = []
         self.steps_done = 0
-        batches = len(strategy.dataloader)
-        total = strategy.train_epochs * batches
-        limit = getattr(self.ctx.config, "max_steps_per_exp", None)
-        if limit is not None:
-            total = min(total, limit)
-        self.plan = checkpoint_steps(total, strategy.train_epochs, batches, self.params.checkpoints)
+        assert self.plan is not None, "TRM needs the strategy's training plan"
+        self.checkpoint_plan = checkpoint_steps(self.plan.steps, self.plan.epochs,
+                                                self.plan.steps_per_epoch, self.params.checkpoints)
 
     def after_update(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self.steps_done += 1
         # the final checkpoint is θ*_t itself, read at merge time
-        if self.steps_done in self.plan[:-1]:
+        if self.steps_done in self.checkpoint_plan[:-1]:
             self.checkpoints.append(self.space.effective_state())
 
     # ------------------------------------------------------------------ objectives
@@ -307,14 +305,14 @@ class TRM(MergeMethod):
         if p.w_align > 0 or (p.w_consistency > 0 and reference is not None):
             logits = forward(params, x)
             if p.w_align > 0:
-                terms["alignment"] = alignment_loss(logits, y, loss_classes(self.ctx, self.task))
+                terms["alignment"] = alignment_loss(logits, y, self.ctx.loss_classes(self.task))
             if p.w_consistency > 0 and reference is not None:
                 terms["consistency"] = consistency_loss(logits, reference, self._old_classes, weights)
         return terms
 
     def _responsiveness(self, forward: Callable[[StateDict, Tensor], Tensor], params: StateDict,
                         held_x: Tensor, held_y: Tensor, create_graph: bool) -> Tensor:
-        class_mask = loss_classes(self.ctx, self.task)
+        class_mask = self.ctx.loss_classes(self.task)
         logits = forward(params, held_x)
         if self.params.responsiveness == "entropy":
             return entropy_floor_penalty(logits, class_mask, self.params.entropy_floor)
@@ -329,7 +327,7 @@ class TRM(MergeMethod):
 
     def _task_loss(self, forward, params: StateDict, x: Tensor, y: Tensor) -> float:
         """Task t's loss (the training loss's logits) on the objective samples, no grad."""
-        class_mask = loss_classes(self.ctx, self.task)
+        class_mask = self.ctx.loss_classes(self.task)
         total = 0.0
         with torch.no_grad():
             for start in range(0, len(y), self.params.batch_size):
@@ -361,7 +359,7 @@ class TRM(MergeMethod):
         return sum(weights[key] * value for key, value in values.items())
 
     # ------------------------------------------------------------------ merge
-    def merge(self, strategy: Any, trained: StateDict, masks: dict[str, Tensor]) -> tuple[StateDict, dict]:
+    def merge(self, trained: StateDict, masks: dict[str, Tensor]) -> MergeResult:
         assert self.start_state is not None
         started = perf_counter()
         p = self.params
@@ -380,14 +378,15 @@ class TRM(MergeMethod):
         if p.steps == 0 or not active:
             diagnostics.update(steps=0, coefficients=self._mean_coefficients(initial, labels),
                                accepted_step=0, optimise_s=round(perf_counter() - started, 4))
-            return dict(trained), diagnostics
+            return MergeResult(dict(trained), diagnostics)
 
-        # Fold a LoRA adapter into the base weights (B = 0): candidates go through the base names.
-        self.space.load_effective_state(trained)
+        # Candidates are evaluated without touching the model: functional_call over the
+        # effective (base-weight) names, the LoRA adapters overridden with B = 0.
         model = self.space.model
+        fixed = {n: v for n, v in self.space.functional_parameters(trained).items()}
 
         def forward(params: StateDict, x: Tensor) -> Tensor:
-            return functional_call(model, params, (x,))
+            return functional_call(model, {**fixed, **params}, (x,))
 
         data = self._task_data()
         x, y, held_x, held_y = data
@@ -406,10 +405,10 @@ class TRM(MergeMethod):
         if p.w_responsiveness > 0 and p.responsiveness == "grad-floor":
             leaves = {n: v.detach().requires_grad_(True) for n, v in anchor.items()}
             logits = forward(leaves, held_x)
-            at_trained = gradient_norm(alignment_loss(logits, held_y, loss_classes(self.ctx, self.task)),
+            at_trained = gradient_norm(alignment_loss(logits, held_y, self.ctx.loss_classes(self.task)),
                                        list(leaves.values()), False)
             self._floor = p.grad_floor * float(at_trained.detach())
-        bound = min(float(alignment_loss(references, y, loss_classes(self.ctx, self.task))),
+        bound = min(float(alignment_loss(references, y, self.ctx.loss_classes(self.task))),
                     self._task_loss(forward, anchor, x, y))
         offsets = torch.zeros_like(initial, requires_grad=True)
         before = self._evaluate(forward, anchor, data, references_for_terms, weights)
@@ -454,7 +453,7 @@ class TRM(MergeMethod):
             task_loss_bound=round(bound, 6),
             consistency_samples=int(weights.sum()) if weights is not None else len(y),
             optimise_s=round(perf_counter() - started, 4))
-        return merged, diagnostics
+        return MergeResult(merged, diagnostics)
 
     def _consistency_classes(self) -> Tensor | None:
         """Logit indices of the consistency KL: classes seen before t (all if domain-incremental)."""

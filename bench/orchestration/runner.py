@@ -206,7 +206,8 @@ def build_space_for(cfg: RunConfig, model: torch.nn.Module):
 
     targets = cfg.lora_targets or default_lora_targets(cfg.backbone)
     return build_space(model, cfg.parameterisation, targets=targets, rank=cfg.lora_rank,
-                       alpha=cfg.lora_alpha, kv_only=cfg.lora_kv_only)
+                       alpha=cfg.lora_alpha, kv_only=cfg.lora_kv_only,
+                       generator=torch.Generator().manual_seed(cfg.seed + 777))
 
 
 def _union_stream(built: BuiltBenchmark):
@@ -246,9 +247,10 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> dict[st
     model = build_model(cfg, built.n_classes).to(cfg.device)
     space = build_space_for(cfg, model)
     context = MethodContext(
-        space=space, classes_per_experience=built.classes_per_experience, n_classes=built.n_classes,
-        scenario=built.scenario, head_rule=cfg.head_rule, batches=_task_batches(built, cfg),
-        seed=cfg.seed, config=cfg, generator=torch.Generator().manual_seed(cfg.seed + 12345),
+        space=space, classes_per_experience=tuple(map(tuple, built.classes_per_experience)),
+        n_classes=built.n_classes, scenario=built.scenario, loss_mask=cfg.loss_mask,
+        head_rule=cfg.head_rule, max_steps_per_experience=cfg.max_steps_per_exp,
+        batches=_task_batches(built, cfg), generator=torch.Generator().manual_seed(cfg.seed + 12345),
     )
     method = cls(params, context)
     task_incremental = built.scenario == "class-incremental"

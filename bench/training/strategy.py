@@ -29,6 +29,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
+from mergecl.methods.base import loss_class_indices, planned_steps
 from torch import Tensor, nn
 
 
@@ -126,9 +127,7 @@ class MergeCLStrategy(SupervisedTemplate):
             self.optimizer = torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = None
         if cfg.scheduler == "cosine":
-            steps = cfg.epochs * max(1, len(self.dataloader))
-            if cfg.max_steps_per_exp:
-                steps = min(steps, cfg.max_steps_per_exp)
+            steps = max(1, planned_steps(cfg.epochs, len(self.dataloader), cfg.max_steps_per_exp))
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, _cosine_with_warmup(steps, cfg.warmup_steps))
 
@@ -170,16 +169,8 @@ class MergeCLStrategy(SupervisedTemplate):
 
     # ------------------------------------------------------------------ loss
     def _loss_classes(self) -> list[int] | None:
-        mode = self.config.loss_mask
-        if mode == "none":
-            return None
-        index = int(self.experience.current_experience)
-        if mode == "current":
-            return self.classes_per_experience[index]
-        seen: set[int] = set()
-        for classes in self.classes_per_experience[: index + 1]:
-            seen.update(classes)
-        return sorted(seen)
+        return loss_class_indices(self.classes_per_experience, int(self.experience.current_experience),
+                                  self.config.loss_mask)
 
     def _before_training_exp(self, **kwargs: Any) -> None:
         classes = self._loss_classes()

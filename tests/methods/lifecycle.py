@@ -45,7 +45,7 @@ def make_space(seed: int = 0, classes=None, scenario: str = "class-incremental",
     space = FullSpace(model)
     ctx = MethodContext(space=space, classes_per_experience=classes or CLASSES, n_classes=N_CLASSES,
                         scenario=scenario, batches=batches,
-                        config=SimpleNamespace(loss_mask=loss_mask, max_steps_per_exp=None),
+                        loss_mask=loss_mask,
                         generator=torch.Generator().manual_seed(generator_seed))
     return model, space, ctx
 

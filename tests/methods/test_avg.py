@@ -32,4 +32,4 @@ def test_merged_state_is_the_running_mean_with_new_rows_as_trained():
             if name in space.head_names:
                 expected[new_rows] = run["trained"][name][new_rows]
             torch.testing.assert_close(value, expected)
-        assert run["diagnostics"]["coefficient"] == pytest.approx(weight)
+        assert run["diagnostics"]["merge_coefficient"] == pytest.approx(weight)

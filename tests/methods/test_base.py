@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from lifecycle import ZeroHeadClassifier as TinyClassifier
-from mergecl.methods.base import MethodContext, head_masks, keep_trained_where_unmasked
+from mergecl.methods.base import (
+    AVALANCHE_HOOKS,
+    MethodContext,
+    head_masks,
+    keep_trained_where_unmasked,
+    loss_class_indices,
+    planned_steps,
+)
 from mergecl.methods.parameterisation import FullSpace
+from pydantic import ValidationError
 
 
 def _ctx(rule: str) -> tuple[FullSpace, MethodContext]:
@@ -48,3 +57,37 @@ def test_a_class_seen_before_is_not_new_again():
     domain = MethodContext(space=space, classes_per_experience=[[0, 1, 2, 3]] * 2, n_classes=4,
                            scenario="domain-incremental")
     assert head_masks(space, domain, 1)["fc.weight"].all()  # nothing is new in a new domain
+
+
+def test_planned_steps_and_loss_classes_have_one_definition():
+    assert planned_steps(3, 4) == 12
+    assert planned_steps(3, 4, max_steps=5) == 5
+    assert planned_steps(1, 1, max_steps=2) == 1
+    groups = [[0, 1], [2, 3]]
+    assert loss_class_indices(groups, 1, "current") == [2, 3]
+    assert loss_class_indices(groups, 1, "seen") == [0, 1, 2, 3]
+    assert loss_class_indices(groups, 1, "none") is None
+    space, ctx = _ctx("merge-old-rows")
+    assert ctx.loss_classes(1).tolist() == [False, False, True, True]
+
+
+def test_context_is_frozen_and_checked():
+    space, ctx = _ctx("merge-old-rows")
+    with pytest.raises(ValidationError):
+        ctx.n_classes = 5
+    with pytest.raises(ValidationError, match="outside"):
+        MethodContext(space=space, classes_per_experience=[[0, 7]], n_classes=4,
+                      scenario="class-incremental")
+
+
+def test_hooks_match_avalanche_and_plugins_are_avalanche_plugins():
+    from avalanche.core import SupervisedPlugin
+    from mergecl.methods.seqft import SeqFT
+
+    expected = sorted(x for x in dir(SupervisedPlugin) if x.startswith(("before", "after")))
+    assert sorted(AVALANCHE_HOOKS) == expected
+    space, ctx = _ctx("merge-old-rows")
+    plugin = SeqFT(SeqFT.Params(), ctx)
+    assert isinstance(plugin, SupervisedPlugin)
+    with pytest.raises(TypeError, match="MethodParams"):
+        SeqFT(object(), ctx)  # type: ignore[arg-type]

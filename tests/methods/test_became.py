@@ -12,7 +12,6 @@ from mergecl.methods.became import (
     accumulate_fisher,
     became_lambda,
     energy_threshold,
-    planned_steps,
     projectable_layers,
     stable_steps,
 )
@@ -71,10 +70,7 @@ def build(params: dict | None = None, *, lora: bool = False, optimizer="adam", s
 # ------------------------------------------------------------------------------ pure helpers
 
 
-def test_planned_and_stable_steps():
-    assert planned_steps(3, 4) == 12
-    assert planned_steps(3, 4, max_steps=5) == 5
-    assert planned_steps(1, 1, max_steps=2) == 1
+def test_stable_steps():
     assert stable_steps(10, 0.5) == 5
     assert stable_steps(3, 0.5) == 2        # round half up
     assert stable_steps(2, 0.99) == 1       # each stage gets a step
@@ -156,7 +152,7 @@ def test_single_step_task_is_all_stable_and_keeps_trained():
     strategy.train_exp(method, 0, before_merge=lambda: captured.update(trained=space.effective_state()))
     record = method.per_task[-1]
     assert (record["stable_steps"], record["plastic_steps"]) == (1, 0)
-    assert record["lambda"] == 1.0  # no stable-stage Fisher at task 0
+    assert record["merge_coefficient"] == 1.0  # no stable-stage Fisher at task 0
     for name, value in space.effective_state().items():
         assert torch.equal(value, captured["trained"][name])
 
@@ -247,7 +243,7 @@ def test_lambda_and_merge_follow_the_equations():
         s = seen[task]
         delta = merging.task_vector(s["trained"], s["gp"])
         expected = became_lambda(delta, s["fisher_new"], s["fisher_old"], masks=s["masks"])
-        assert method.per_task[-1]["lambda"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert method.per_task[-1]["merge_coefficient"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
         assert 0.0 < expected < 1.0
         merged = merging.interpolate(s["gp"], s["trained"], expected, masks=s["masks"])
         for name, value in space.effective_state().items():
@@ -267,7 +263,7 @@ def test_without_fisher_lambda_is_one_over_t_plus_one():
     _model, _space, method, strategy = build({"use_fisher": False})
     for task in (0, 1):
         strategy.train_exp(method, task)
-        assert method.per_task[-1]["lambda"] == pytest.approx(1.0 / (task + 1))
+        assert method.per_task[-1]["merge_coefficient"] == pytest.approx(1.0 / (task + 1))
     assert method.fisher_old is None
 
 
@@ -290,7 +286,7 @@ def test_e2e_split_mnist(parameterisation, data_root):
     tasks = record["diagnostics"]["per_task"]
     assert len(tasks) == 5 and len(record["acc_matrix"]) == 5
     assert all((t["stable_steps"], t["plastic_steps"]) == (2, 1) for t in tasks)
-    assert all(0.0 <= t["lambda"] <= 1.0 for t in tasks)
+    assert all(0.0 <= t["merge_coefficient"] <= 1.0 for t in tasks)
     columns = [t["basis_columns"] for t in tasks]
     assert columns == sorted(columns) and columns[0] > 0
     assert tasks[0]["projected_layers"] == 32  # EfficientNet-Lite0: 1x1 convs (not the head)
@@ -304,7 +300,7 @@ def test_e2e_domain_incremental(data_root):
     assert record["scenario"] == "domain-incremental"
     tasks = record["diagnostics"]["per_task"]
     assert [(t["stable_steps"], t["plastic_steps"]) for t in tasks] == [(1, 1), (1, 1)]
-    assert all(0.0 <= t["lambda"] <= 1.0 for t in tasks)
+    assert all(0.0 <= t["merge_coefficient"] <= 1.0 for t in tasks)
 
 
 # ------------------------------------------------------------------------------------------

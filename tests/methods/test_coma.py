@@ -21,4 +21,4 @@ def test_merged_state_is_the_fixed_weight_interpolation(weight):
         if name in space.head_names:
             expected[2:] = run["trained"][name][2:]
         torch.testing.assert_close(value, expected)
-    assert [r["diagnostics"]["coefficient"] for r in runs] == [1.0, weight]
+    assert [r["diagnostics"]["merge_coefficient"] for r in runs] == [1.0, weight]

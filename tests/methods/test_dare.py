@@ -49,4 +49,4 @@ def test_plugin_merged_state_is_the_average_of_the_sparsified_update():
         kept_total += int(moved.sum())
         entries += value.numel()
     assert 0.3 < kept_total / entries < 0.7
-    assert run["diagnostics"]["coefficient"] == 0.5
+    assert run["diagnostics"]["merge_coefficient"] == 0.5

@@ -119,8 +119,8 @@ def test_one_forward_per_training_step(parameterisation, monkeypatch):
 def test_constant_memory_and_list_statistics_agree_in_a_run():
     constant = quick_run("pnm", params={"stats": "constant"})
     stored = quick_run("pnm", params={"stats": "list"})
-    a = [t["alpha"] for t in constant["diagnostics"]["per_task"]]
-    b = [t["alpha"] for t in stored["diagnostics"]["per_task"]]
+    a = [t["merge_coefficient"] for t in constant["diagnostics"]["per_task"]]
+    b = [t["merge_coefficient"] for t in stored["diagnostics"]["per_task"]]
     assert a == pytest.approx(b, abs=1e-6)
     assert constant["acc_matrix"] == stored["acc_matrix"]
 
@@ -301,7 +301,7 @@ def test_plugin_alpha_is_the_masked_fit_and_strictly_inside_the_unit_interval():
     model, space, ctx = make_space(batches=_task_batches)
     plugin = PerturbAndMerge(PnMParams(perturbation="none", fisher_samples=24), ctx)
     runs = simulate(plugin, space, 2)
-    alphas = [r["diagnostics"]["alpha"] for r in runs]
+    alphas = [r["diagnostics"]["merge_coefficient"] for r in runs]
     assert alphas[0] == pytest.approx(1.0)
 
     def fisher_at(state, task):

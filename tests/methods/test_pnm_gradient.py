@@ -87,7 +87,7 @@ def test_lora_gradient_is_the_derivative_of_the_perturbed_loss(s):
     torch.manual_seed(5)
     model, _, ctx = make_space(seed=5)
     space = LoraSpace(model, ["body"], rank=2, alpha=4.0)
-    ctx = ctx.__class__(**{**ctx.__dict__, "space": space})
+    ctx = ctx.model_copy(update={"space": space})
     with torch.no_grad():
         model.fc.weight.normal_()
         model.fc.bias.normal_()
@@ -143,7 +143,7 @@ def test_mean_gradient_over_the_three_draws_is_the_curvature_regularised_gradien
     model = Quadratic(6, g)
     space = FullSpace(model)
     _, _, ctx = make_space()
-    ctx = ctx.__class__(**{**ctx.__dict__, "space": space})
+    ctx = ctx.model_copy(update={"space": space})
     previous = {"theta": model.theta.detach() - torch.randn(6, generator=g)}
     plugin = PerturbAndMerge(PnMParams(epsilon=EPS), ctx)
     plugin.task = 0

@@ -17,15 +17,16 @@ from mergecl.methods.registry import (
 
 PLUGIN_SOURCE = textwrap.dedent('''
     from mergecl.methods import merging
-    from mergecl.methods.base import MergeMethod, MethodParams
+    from mergecl.methods.base import MergeMethod, MergeResult, MethodParams
 
 
     class HalfWay(MergeMethod):
         name = "{name}"
         paper = "test plugin"
 
-        def merge(self, strategy, trained, masks):
-            return merging.interpolate(self.start_state, trained, 0.5, masks=masks), {{"coefficient": 0.5}}
+        def merge(self, trained, masks):
+            return MergeResult(merging.interpolate(self.start_state, trained, 0.5, masks=masks),
+                               {{"merge_coefficient": 0.5}})
 ''')
 
 
@@ -78,4 +79,4 @@ def test_entry_point_method_runs(tmp_path, monkeypatch):
 
     record = quick_run("halfway-ep")
     assert record["status"] == "ok"
-    assert [t["coefficient"] for t in record["diagnostics"]["per_task"]] == [0.5] * 5
+    assert [t["merge_coefficient"] for t in record["diagnostics"]["per_task"]] == [0.5] * 5

@@ -211,12 +211,12 @@ def test_all_objectives_off_returns_trained_exactly(params):
 def test_checkpoints_are_dropped_after_the_merge():
     _, space, method, strategy = build()  # 6 steps, 1 epoch: checkpoints after 2, 4, (6)
     seen = _train_two_tasks(method, space, strategy)
-    assert method.plan == [2, 4, 6]
+    assert method.checkpoint_plan == [2, 4, 6]
     assert seen["held"] == 2  # the last checkpoint is θ*_t itself, never copied
     assert method.checkpoints == [] and method.per_task[-1]["checkpoints"] == 3
     _model, space, method, strategy = build(epochs=2)  # epoch ends: after 6 and 12
     seen = _train_two_tasks(method, space, strategy)
-    assert method.plan == [6, 12] and seen["held"] == 1 and method.checkpoints == []
+    assert method.checkpoint_plan == [6, 12] and seen["held"] == 1 and method.checkpoints == []
 
 
 def test_optimisation_moves_coefficients_and_lowers_the_objective():

@@ -33,7 +33,7 @@ def make_context(space, data: TaskData, loss_mask: str = "current",
     extra = {"generator": generator} if generator is not None else {}
     return MethodContext(space=space, classes_per_experience=classes or CLASSES, n_classes=N_CLASSES,
                          scenario=scenario, batches=batches,
-                         config=SimpleNamespace(loss_mask=loss_mask, max_steps_per_exp=None),
+                         loss_mask=loss_mask,
                          **extra)
 
 
