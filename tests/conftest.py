@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# shared test helpers (fake runs, tiny continual problems, the golden quick grid)
+sys.path.insert(0, str(Path(__file__).with_name("helpers")))
 
 
 class NetworkBlockedError(RuntimeError):

@@ -27,7 +27,7 @@ from mergecl.bench.orchestration.executors import (
 )
 from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ---------------------------------------------------------------------------- helpers

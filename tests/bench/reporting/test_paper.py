@@ -21,7 +21,7 @@ from mergecl.bench.reporting.paper import (
 )
 
 METHODS_MD = Path("/work/shared/METHODS.md")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "bench" / "config" / "grids" / "paper"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "bench" / "config" / "grids" / "paper"
 
 
 def rec(label, benchmark, seed, acc, aaa=None, status="ok", finished_at="2026-01-01T00:00:00Z"):

@@ -35,7 +35,7 @@ from mergecl.bench.config.run_config import (
 from mergecl.bench.orchestration.executors import execute, missing_runs
 from mergecl.bench.orchestration.store import ResultStore, RunKey
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEAD_PID = 2**22 + 4321  # above Linux's pid_max: no such process exists
 
 
