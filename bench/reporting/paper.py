@@ -9,8 +9,9 @@
 * :data:`MINI_TABLES`, :func:`mini_table`, :func:`ordering_report` — the same rows on the
   offline benchmarks, where only *orderings* can be compared with the papers.
 
-"Ours" is always measured from run records (plain dicts, ``docs/ARCHITECTURE.md``): the mean ±
-sample standard deviation (ddof = 1) over seeds of ``record["metrics"][metric] × 100`` among
+"Ours" is always measured from run records (:class:`~mergecl.bench.orchestration.records.RunRecord`
+of the default variant; tuned records have rows of their own on the leaderboard, not here): the
+mean ± sample standard deviation (ddof = 1) over seeds of ``record.metrics.<metric> × 100`` among
 records with ``status == "ok"``; one record per seed (the latest ``finished_at`` wins).
 """
 
@@ -19,8 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from mergecl.bench.orchestration.records import RunRecord
+from mergecl.bench.reporting.tables import as_records, seed_points
 from tabulate import tabulate
 
 __all__ = [
@@ -293,36 +295,17 @@ class Stat:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
 
 
-def _label_of(record: Mapping[str, Any]) -> Any:
-    return record.get("label") or record.get("method")
+def _label_records(records: Iterable[RunRecord], label: str, benchmark: str) -> list[RunRecord]:
+    """The default-variant records of ``label`` on ``benchmark`` (the papers' rows are the
+    methods' own defaults; tuned records are never shown here)."""
+    return [r for r in records if r.label == label and r.benchmark == benchmark and r.variant == "default"]
 
 
-def _metric_value(record: Mapping[str, Any], metric: str) -> float | None:
-    metrics = record.get("metrics") or {}
-    value = metrics.get(metric) if isinstance(metrics, Mapping) else None
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def aggregate(records: Iterable[Mapping[str, Any]], label: str, benchmark: str, metric: str = "acc") -> Stat | None:
+def aggregate(records: Iterable[RunRecord], label: str, benchmark: str, metric: str = "acc") -> Stat | None:
     """Mean ± sample std over seeds of ``metrics[metric] × 100`` of the ``ok`` records of
     ``label`` on ``benchmark``; ``None`` when there are none."""
-    by_seed: dict[Any, Mapping[str, Any]] = {}
-    for i, rec in enumerate(records):
-        if rec.get("status") != "ok" or _label_of(rec) != label or rec.get("benchmark") != benchmark:
-            continue
-        if _metric_value(rec, metric) is None:
-            continue
-        key = rec.get("seed", f"#{i}")
-        previous = by_seed.get(key)
-        if previous is None or str(rec.get("finished_at") or "") >= str(previous.get("finished_at") or ""):
-            by_seed[key] = rec
-    values = [100.0 * _metric_value(r, metric) for r in by_seed.values()]  # type: ignore[operator]
+    _check_metric(metric)
+    values = list(seed_points(_label_records(as_records(records), label, benchmark), metric).values())
     if not values:
         return None
     n = len(values)
@@ -331,7 +314,7 @@ def aggregate(records: Iterable[Mapping[str, Any]], label: str, benchmark: str, 
     return Stat(mean, std, n)
 
 
-def _row_stat(records: Sequence[Mapping[str, Any]], labels: Sequence[str], benchmark: str | None,
+def _row_stat(records: Sequence[RunRecord], labels: Sequence[str], benchmark: str | None,
               metric: str) -> tuple[Stat | None, str | None]:
     """The first of ``labels`` with records; returns (stat, label used)."""
     if benchmark is None:
@@ -396,7 +379,7 @@ def _reported_text(reported: ReportedTable | None, row: str, column: str, metric
     return NOT_RECORDED if value is None else f"{value:.2f}"
 
 
-def _layout_table(layout: TableLayout, records: Sequence[Mapping[str, Any]], fmt: str,
+def _layout_table(layout: TableLayout, records: Sequence[RunRecord], fmt: str,
                   metric: str | None, with_reported: bool) -> str:
     reported = REPORTED[layout.reported] if (with_reported and layout.reported) else None
     headers = ["method", "mergecl label", *layout.columns]
@@ -423,7 +406,7 @@ def _legend(with_reported: bool) -> str:
     return f"Cells: {ours}."
 
 
-def _block(layout: TableLayout, records: Sequence[Mapping[str, Any]], fmt: str, metric: str | None) -> list[str]:
+def _block(layout: TableLayout, records: Sequence[RunRecord], fmt: str, metric: str | None) -> list[str]:
     reported = REPORTED[layout.reported] if layout.reported else None
     metric_text = METRIC_NAMES[metric] if metric else " / ".join(
         dict.fromkeys(METRIC_NAMES[m] for _, m in layout.columns.values()))
@@ -440,7 +423,7 @@ def _unknown(kind: str, name: str, accepted: Iterable[str]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}; accepted: {', '.join(accepted)}")
 
 
-def paper_table(paper: str, records: Iterable[Mapping[str, Any]] = (), fmt: str = "markdown",
+def paper_table(paper: str, records: Iterable[RunRecord] = (), fmt: str = "markdown",
                 metric: str = "acc") -> str:
     """The paper's table (``pnm`` or ``magmax``), each cell ``reported | ours``, then sources and notes.
 
@@ -452,27 +435,27 @@ def paper_table(paper: str, records: Iterable[Mapping[str, Any]] = (), fmt: str 
         raise _unknown("paper", paper, PAPER_TABLES)
     _check_fmt(fmt)
     _check_metric(metric)
-    records = list(records)
+    records = as_records(records)
     lines = _block(PAPER_TABLES[paper], records, fmt, metric)
     if paper == "pnm":
         lines += [""] + _block(RELATED_TABLES["pnm-inr10"], records, fmt, None)
     return "\n".join(lines) + "\n"
 
 
-def related_table(key: str, records: Iterable[Mapping[str, Any]] = (), fmt: str = "markdown") -> str:
+def related_table(key: str, records: Iterable[RunRecord] = (), fmt: str = "markdown") -> str:
     """Other reported figures (``pnm-inr10``, ``trm``, ``became``) beside ours, with provenance."""
     if key not in RELATED_TABLES:
         raise _unknown("table", key, RELATED_TABLES)
     _check_fmt(fmt)
-    return "\n".join(_block(RELATED_TABLES[key], list(records), fmt, None)) + "\n"
+    return "\n".join(_block(RELATED_TABLES[key], as_records(records), fmt, None)) + "\n"
 
 
-def mini_table(paper: str, records: Iterable[Mapping[str, Any]] = (), fmt: str = "markdown") -> str:
+def mini_table(paper: str, records: Iterable[RunRecord] = (), fmt: str = "markdown") -> str:
     """The paper's rows on the offline benchmarks, Acc and AAA, ours only (mean ± std (n))."""
     if paper not in MINI_TABLES:
         raise _unknown("paper", paper, MINI_TABLES)
     _check_fmt(fmt)
-    return "\n".join(_block(MINI_TABLES[paper], list(records), fmt, None)) + "\n"
+    return "\n".join(_block(MINI_TABLES[paper], as_records(records), fmt, None)) + "\n"
 
 
 # ------------------------------------------------------------------------------ orderings
@@ -496,28 +479,20 @@ def _claimed_pairs(paper: str) -> tuple[list[tuple[str, str]], str]:
     return pairs, _MAGMAX_CLAIM
 
 
-def _seed_values(records: Sequence[Mapping[str, Any]], labels: Sequence[str], benchmark: str,
-                 metric: str) -> tuple[dict[Any, float], str | None]:
+def _seed_values(records: Sequence[RunRecord], labels: Sequence[str], benchmark: str,
+                 metric: str) -> tuple[dict[int, float], str | None]:
     """{seed: metric × 100} of the first of ``labels`` with ``ok`` records (newest per seed)."""
     for label in labels:
-        by_seed: dict[Any, Mapping[str, Any]] = {}
-        for rec in records:
-            if rec.get("status") != "ok" or _label_of(rec) != label or rec.get("benchmark") != benchmark:
-                continue
-            if _metric_value(rec, metric) is None:
-                continue
-            previous = by_seed.get(rec.get("seed"))
-            if previous is None or str(rec.get("finished_at") or "") >= str(previous.get("finished_at") or ""):
-                by_seed[rec.get("seed")] = rec
-        if by_seed:
-            return {seed: 100.0 * _metric_value(r, metric) for seed, r in by_seed.items()}, label  # type: ignore[operator]
+        values = seed_points(_label_records(records, label, benchmark), metric)
+        if values:
+            return values, label
     return {}, None
 
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
-def ordering_report(paper: str, records: Iterable[Mapping[str, Any]], metric: str = "acc",
+def ordering_report(paper: str, records: Iterable[RunRecord], metric: str = "acc",
                     benchmarks: Sequence[str] = MINI_BENCHMARKS) -> list[str]:
     """For every pair of rows the paper orders, whether our records reproduce that order.
 
@@ -532,7 +507,7 @@ def ordering_report(paper: str, records: Iterable[Mapping[str, Any]], metric: st
     if paper not in MINI_TABLES:
         raise _unknown("paper", paper, MINI_TABLES)
     _check_metric(metric)
-    records = list(records)
+    records = as_records(records)
     layout = MINI_TABLES[paper]
     pairs, origin = _claimed_pairs(paper)
     lines = [f"Ordering check ({paper}, {METRIC_NAMES[metric]}): {origin}.",

@@ -6,8 +6,9 @@ Inputs (all optional; what is missing is said so in the report):
   --benchmark-enable`` (the suite's conftest points ``--benchmark-json`` there by default);
 * ``results/perf_extra.json`` -- the suite's side file: every ratio with its target and status,
   memory probes, the machine, the command line and the suite's wall time;
-* the leaderboard's run records ``results/<benchmark>/<label>/seed*.json`` (``timings.total_s``)
-  and ``results/leaderboard.md`` (its "wall time" line).
+* the leaderboard's run records ``results/<benchmark>/<label>/seed*.json`` (read with the result
+  store as :class:`~mergecl.bench.orchestration.records.RunRecord`; ``timings``) and
+  ``results/leaderboard.md`` (its "Wall time" line).
 
 Every figure of the suite is a ratio against a baseline timed in the same run (the machine is
 shared); absolute seconds appear only as context.
@@ -24,11 +25,15 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from mergecl.bench.orchestration.records import RunRecord
+from pydantic import ValidationError
+
+REPO = Path(__file__).resolve().parents[2]
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
 REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
 STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
@@ -191,36 +196,55 @@ def benchmark_section(bench: dict | None, error: str | None) -> list[str]:
 LEADERBOARD_TARGET_MIN = 20
 
 
+def _leaderboard_records(results: Path) -> tuple[list[RunRecord], int]:
+    """The run records of the result store at ``results`` and how many could not be read."""
+    from mergecl.bench.orchestration.store import ResultStore
+
+    records: list[RunRecord] = []
+    unreadable = len(list(results.glob("*/*/seed*.json")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreadable files are counted below instead
+        found = ResultStore(results).records() if results.is_dir() else []
+    for record in found:
+        if isinstance(record, RunRecord):  # the store returns models
+            records.append(record)
+            continue
+        try:  # a store that still returns dicts
+            records.append(RunRecord.model_validate(record))
+        except ValidationError:
+            pass
+    return records, max(0, unreadable - len(records))
+
+
+def _wall_time_line(board: Path) -> str | None:
+    """The line of ``leaderboard.md`` that states the invocation's wall time (new page:
+    ``- Wall time: 76.8 min on …``; older pages: the line with "sum of run times")."""
+    for line in board.read_text().splitlines():
+        text = line.strip().lstrip("-* ").lower()
+        if text.startswith("wall time") or "sum of run times" in text:
+            return line.strip().lstrip("- ").strip()
+    return None
+
+
 def leaderboard_section(results: Path) -> list[str]:
     lines = ["## Default leaderboard wall time", ""]
-    records = []
-    unreadable = 0
-    for path in sorted(results.glob("*/*/seed*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            unreadable += 1
+    records, unreadable = _leaderboard_records(results)
     board = results / "leaderboard.md"
-    runs_line = None
-    if board.is_file():
-        for line in board.read_text().splitlines():
-            if "sum of run times" in line.lower():
-                runs_line = line.strip()
-                break
+    runs_line = _wall_time_line(board) if board.is_file() else None
     if not records and not board.is_file():
         return lines + [(f"Not yet generated (no run records under `{results}` and no "
                         "`leaderboard.md`); `make leaderboard` writes them."), ""]
-    total = sum(float((r.get("timings") or {}).get("total_s") or 0.0) for r in records)
-    ok = sum(1 for r in records if r.get("status") == "ok")
-    labels = {r.get("label") for r in records}
-    benchmarks = {r.get("benchmark") for r in records}
+    total = sum(float(r.timings.total_s or 0.0) for r in records)
+    ok = sum(1 for r in records if r.ok)
+    labels = {r.label for r in records}
+    benchmarks = {r.benchmark for r in records}
     lines.append(f"- run records: {len(records)} ({ok} ok) over {len(benchmarks)} benchmarks x "
                  f"{len(labels)} labels" + (f"; {unreadable} unreadable" if unreadable else ""))
     lines.append(f"- sum of run times (`timings.total_s`): {total:.0f} s = {total / 60:.1f} min = "
                  f"{total / 3600:.2f} h")
-    timings = [r.get("timings") or {} for r in records]
-    steps = sum(int(t.get("train_steps") or 0) for t in timings)
-    phases = {k: sum(float(t.get(k) or 0.0) for t in timings) for k in ("train_s", "eval_s", "merge_s")}
+    steps = sum(int(r.timings.train_steps or 0) for r in records)
+    phases = {phase: sum(float(getattr(r.timings, phase) or 0.0) for r in records)
+              for phase in ("train_s", "eval_s", "merge_s")}
     if steps:
         lines.append(f"- where it goes: optimisation steps {phases['train_s'] / 60:.1f} min "
                      f"({steps} steps, {1e3 * phases['train_s'] / steps:.0f} ms per step and run), "
@@ -232,7 +256,7 @@ def leaderboard_section(results: Path) -> list[str]:
         lines.append("- `leaderboard.md`: no run-time line found")
     else:
         lines.append(f"- `leaderboard.md` says: {runs_line.replace('**', '')}")
-        wall = re.search(r"wall time ([0-9.]+) min", runs_line)
+        wall = re.search(r"wall time:? ([0-9.]+) min", runs_line, flags=re.IGNORECASE)
         if wall:
             minutes = float(wall.group(1))
             status = "met" if minutes <= LEADERBOARD_TARGET_MIN else "**MISS**"

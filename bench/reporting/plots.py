@@ -4,8 +4,10 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the A
 pyplot and its global state are never touched, so nothing is ever shown and importing this
 module does not change the process's matplotlib backend. Every PNG is written atomically.
 
-Only records with ``status == "ok"`` are plotted; records whose accuracy matrix is invalid
-are skipped with a warning. Accuracies are shown in percent. When the seeds of one label
+Records are :class:`~mergecl.bench.orchestration.records.RunRecord` models, one line / panel
+per table row (:func:`~mergecl.bench.reporting.tables.row_name`: a tuned record is its own
+row). Only records with ``status == "ok"`` are plotted; records whose accuracy matrix is invalid
+are skipped with a warning. Accuracies are shown in percent. When the seeds of one row
 disagree on the number of tasks (they should not), curves are cut to the shortest and
 heatmaps use the most common shape.
 """
@@ -24,20 +26,17 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from mergecl.bench.orchestration.records import RunRecord
 from mergecl.bench.orchestration.store import atomic_write_bytes
 from mergecl.bench.reporting.metrics import accuracy_curve, accuracy_matrix, summarize_row
+from mergecl.bench.reporting.tables import as_records, row_name
 
-Record = Mapping[str, Any]
-
-COEFFICIENT_KEYS: tuple[str, ...] = ("alpha", "lambda", "coefficient", "merge_coefficient")
-"""Per-task diagnostic keys plotted as merge coefficients (plus any key starting with "coef")."""
+COEFFICIENT_KEY = "merge_coefficient"
+"""The per-task diagnostic (``diagnostics["per_task"][t]``) every merging method reports its
+merge coefficient under (``mergecl.methods.base.MERGE_COEFFICIENT``; not imported: no torch here)."""
 
 MAX_ANNOTATED_TASKS = 15
 """Heatmaps of more tasks than this are not annotated with numbers (they would not fit)."""
-
-
-def _is_coefficient_key(key: str) -> bool:
-    return key in COEFFICIENT_KEYS or key.startswith("coef")
 
 
 def _finite_scalar(value: Any) -> float | None:
@@ -46,7 +45,8 @@ def _finite_scalar(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _file_stem(name: str) -> str:
+def file_stem(name: str) -> str:
+    """The benchmark's part of a figure's file name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "benchmark"
 
 
@@ -56,21 +56,18 @@ def _save(figure: Figure, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _succeeded(records: Iterable[Record]) -> list[Record]:
-    return [record for record in records if record.get("status") == "ok"]
+def _by_benchmark_and_row(records: Iterable[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
+    """``{benchmark: {row: [records]}}`` of successful records, both levels sorted."""
+    grouped: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.ok:
+            grouped[record.benchmark][row_name(record)].append(record)
+    return {benchmark: dict(sorted(rows.items()))
+            for benchmark, rows in sorted(grouped.items())}
 
 
-def _by_benchmark_and_label(records: Iterable[Record]) -> dict[str, dict[str, list[Record]]]:
-    """``{benchmark: {label: [records]}}`` of successful records, both levels sorted."""
-    grouped: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for record in _succeeded(records):
-        grouped[str(record.get("benchmark"))][str(record.get("label"))].append(record)
-    return {benchmark: dict(sorted(labels.items()))
-            for benchmark, labels in sorted(grouped.items())}
-
-
-def _is_upper_bound(runs: Sequence[Record]) -> bool:
-    return any(bool(record.get("upper_bound")) for record in runs)
+def _is_upper_bound(runs: Sequence[RunRecord]) -> bool:
+    return any(record.upper_bound for record in runs)
 
 
 def _mean_and_std(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,24 +76,24 @@ def _mean_and_std(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, rows.std(axis=0, ddof=1) if rows.shape[0] > 1 else None
 
 
-def _joint_accuracy(record: Record) -> float | None:
-    acc = _finite_scalar((record.get("metrics") or {}).get("acc"))
+def _joint_accuracy(record: RunRecord) -> float | None:
+    acc = _finite_scalar(record.metrics.acc) if record.metrics is not None else None
     if acc is not None:
         return acc
     try:
-        return summarize_row(record.get("acc_matrix"))["acc"]
+        return summarize_row(record.acc_matrix)["acc"]
     except (ValueError, TypeError):
         return None
 
 
-def _curves(label: str, runs: Sequence[Record]) -> np.ndarray | None:
+def _curves(label: str, runs: Sequence[RunRecord]) -> np.ndarray | None:
     """``seeds x tasks`` accuracy curves (fractions), cut to the shortest; None if none valid."""
     curves = []
     for record in runs:
         try:
-            curves.append(accuracy_curve(record.get("acc_matrix")))
+            curves.append(accuracy_curve(record.acc_matrix))
         except (ValueError, TypeError) as exc:
-            warnings.warn(f"skipping {label} seed {record.get('seed')} in curves: {exc}",
+            warnings.warn(f"skipping {label} seed {record.seed} in curves: {exc}",
                           stacklevel=3)
     if not curves:
         return None
@@ -104,12 +101,12 @@ def _curves(label: str, runs: Sequence[Record]) -> np.ndarray | None:
     return np.array([curve[:length] for curve in curves])
 
 
-def plot_accuracy_curves(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
+def plot_accuracy_curves(records: Iterable[RunRecord], out_dir: str | Path) -> list[Path]:
     """One ``accuracy_curves_<benchmark>.png`` per benchmark: accuracy on the tasks seen so
-    far after each task (mean over seeds, shaded ± sample std), one line per label; upper
+    far after each task (mean over seeds, shaded ± sample std), one line per row; upper
     bounds (joint training) as dashed horizontal lines at their final accuracy."""
     written: list[Path] = []
-    for benchmark, by_label in _by_benchmark_and_label(records).items():
+    for benchmark, by_label in _by_benchmark_and_row(as_records(records)).items():
         figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
         axes = figure.add_subplot()
         drawn = 0
@@ -145,21 +142,21 @@ def plot_accuracy_curves(records: Iterable[Record], out_dir: str | Path) -> list
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-        path = Path(out_dir) / f"accuracy_curves_{_file_stem(benchmark)}.png"
+        path = Path(out_dir) / f"accuracy_curves_{file_stem(benchmark)}.png"
         written.append(_save(figure, path))
     return written
 
 
-def _mean_matrix(label: str, runs: Sequence[Record]) -> tuple[np.ndarray, int] | None:
+def _mean_matrix(label: str, runs: Sequence[RunRecord]) -> tuple[np.ndarray, int] | None:
     """Mean accuracy matrix (fractions) over the seeds of the most common shape, and n."""
     matrices = []
     for record in runs:
-        raw = record.get("acc_matrix")
+        raw = record.acc_matrix
         try:
-            matrix = accuracy_matrix(raw) if not _is_upper_bound([record]) else np.atleast_2d(
+            matrix = accuracy_matrix(raw) if not record.upper_bound else np.atleast_2d(
                 np.asarray(raw, dtype=float))
         except (ValueError, TypeError) as exc:
-            warnings.warn(f"skipping {label} seed {record.get('seed')} in heatmaps: {exc}",
+            warnings.warn(f"skipping {label} seed {record.seed} in heatmaps: {exc}",
                           stacklevel=3)
             continue
         if matrix.ndim == 2 and matrix.size and np.all(np.isfinite(matrix)):
@@ -171,12 +168,12 @@ def _mean_matrix(label: str, runs: Sequence[Record]) -> tuple[np.ndarray, int] |
     return np.mean(same_shape, axis=0), len(same_shape)
 
 
-def plot_accuracy_heatmaps(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
+def plot_accuracy_heatmaps(records: Iterable[RunRecord], out_dir: str | Path) -> list[Path]:
     """One ``accuracy_heatmaps_<benchmark>.png`` per benchmark: a grid with one heatmap per
-    label of its accuracy matrix averaged over seeds (rows: after task i, columns: test
+    row of its accuracy matrix averaged over seeds (rows: after task i, columns: test
     experience j), annotated in percent; upper bounds (a single row) come last."""
     written: list[Path] = []
-    for benchmark, by_label in _by_benchmark_and_label(records).items():
+    for benchmark, by_label in _by_benchmark_and_row(as_records(records)).items():
         ordered = sorted(by_label.items(), key=lambda item: (_is_upper_bound(item[1]), item[0]))
         panels = []
         for label, runs in ordered:
@@ -207,30 +204,25 @@ def plot_accuracy_heatmaps(records: Iterable[Record], out_dir: str | Path) -> li
             axes.set_visible(False)
         figure.suptitle(f"{benchmark}: accuracy matrix (%), mean over seeds")
         figure.colorbar(image, ax=grid, shrink=0.8, label="accuracy (%)")
-        path = Path(out_dir) / f"accuracy_heatmaps_{_file_stem(benchmark)}.png"
+        path = Path(out_dir) / f"accuracy_heatmaps_{file_stem(benchmark)}.png"
         written.append(_save(figure, path))
     return written
 
 
-def coefficient_series(record: Record) -> dict[str, list[float]]:
-    """Per-task merge coefficients of one record: ``{key: [value per task (NaN if absent)]}``.
-
-    Keys are :data:`COEFFICIENT_KEYS` and any key starting with ``"coef"`` found with a finite
-    scalar value in ``diagnostics["per_task"]``; non-scalar values (e.g. per-layer lists) are
-    ignored.
-    """
-    per_task = (record.get("diagnostics") or {}).get("per_task") or []
+def coefficient_series(record: RunRecord) -> list[float]:
+    """Per-task merge coefficients of one record: ``diagnostics["per_task"][t]["merge_coefficient"]``
+    for every task t (NaN where a task has none or a non-finite / non-scalar one); ``[]`` when
+    the record has no merge coefficient at all."""
+    per_task = record.diagnostics.get("per_task")
     if not isinstance(per_task, list):
-        return {}
-    series: dict[str, list[float]] = {}
+        return []
+    series = [math.nan] * len(per_task)
     for task, entry in enumerate(per_task):
-        if not isinstance(entry, Mapping):
-            continue
-        for key, value in entry.items():
-            number = _finite_scalar(value)
-            if isinstance(key, str) and _is_coefficient_key(key) and number is not None:
-                series.setdefault(key, [math.nan] * len(per_task))[task] = number
-    return series
+        if isinstance(entry, Mapping):
+            number = _finite_scalar(entry.get(COEFFICIENT_KEY))
+            if number is not None:
+                series[task] = number
+    return series if any(math.isfinite(value) for value in series) else []
 
 
 def _nan_mean_and_std(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,47 +235,49 @@ def _nan_mean_and_std(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def plot_coefficient_traces(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
-    """One ``coefficient_traces_<benchmark>.png`` per benchmark with any merge coefficient:
-    each label × coefficient key as a line over tasks (mean over seeds, shaded ± sample std).
-    Labels without coefficients are skipped; benchmarks without any get no file."""
+def plot_coefficient_traces(records: Iterable[RunRecord], out_dir: str | Path) -> list[Path]:
+    """One ``coefficient_traces_<benchmark>.png`` per benchmark with any merge coefficient
+    (:func:`coefficient_series`): one line per row over tasks (mean over seeds, shaded ±
+    sample std). Rows without coefficients are skipped; benchmarks without any get no file."""
     written: list[Path] = []
-    for benchmark, by_label in _by_benchmark_and_label(records).items():
+    for benchmark, by_row in _by_benchmark_and_row(as_records(records)).items():
         figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
         axes = figure.add_subplot()
         drawn = 0
-        for label, runs in by_label.items():
-            per_seed = [coefficient_series(record) for record in runs]
-            for key in sorted({key for series in per_seed for key in series}):
-                traces = [series[key] for series in per_seed if key in series]
-                length = max(len(trace) for trace in traces)
-                rows = np.full((len(traces), length), np.nan)
-                for row, trace in zip(rows, traces):
-                    row[: len(trace)] = trace
-                mean, std = _nan_mean_and_std(rows)
-                tasks = np.arange(1, length + 1)
-                (line,) = axes.plot(tasks, mean, marker="o", markersize=3,
-                                    label=f"{label}: {key} (n={len(traces)})")
-                if np.any(np.isfinite(std)):
-                    axes.fill_between(tasks, mean - std, mean + std, color=line.get_color(),
-                                      alpha=0.2, linewidth=0)
-                drawn += 1
+        for row, runs in by_row.items():
+            traces = [trace for trace in map(coefficient_series, runs) if trace]
+            if not traces:
+                continue
+            length = max(len(trace) for trace in traces)
+            values = np.full((len(traces), length), np.nan)
+            for line_values, trace in zip(values, traces):
+                line_values[: len(trace)] = trace
+            mean, std = _nan_mean_and_std(values)
+            tasks = np.arange(1, length + 1)
+            (line,) = axes.plot(tasks, mean, marker="o", markersize=3,
+                                label=f"{row} (n={len(traces)})")
+            if np.any(np.isfinite(std)):
+                axes.fill_between(tasks, mean - std, mean + std, color=line.get_color(),
+                                  alpha=0.2, linewidth=0)
+            drawn += 1
         if not drawn:
             continue
         axes.set_title(f"{benchmark}: merge coefficients")
         axes.set_xlabel("task")
-        axes.set_ylabel("coefficient")
+        axes.set_ylabel(COEFFICIENT_KEY)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small")
-        path = Path(out_dir) / f"coefficient_traces_{_file_stem(benchmark)}.png"
+        path = Path(out_dir) / f"coefficient_traces_{file_stem(benchmark)}.png"
         written.append(_save(figure, path))
     return written
 
 
-def plot_all(records: Iterable[Record], out_dir: str | Path) -> list[Path]:
-    """All figures above for ``records``; returns the written PNG paths."""
-    records = list(records)
+def plot_all(records: Iterable[RunRecord], out_dir: str | Path) -> list[Path]:
+    """All figures above for ``records``; returns the written PNG paths
+    (``accuracy_curves_<b>.png``, ``accuracy_heatmaps_<b>.png``, ``coefficient_traces_<b>.png``;
+    ``<b>`` is :func:`file_stem` of the benchmark)."""
+    records = as_records(records)
     return [
         *plot_accuracy_curves(records, out_dir),
         *plot_accuracy_heatmaps(records, out_dir),

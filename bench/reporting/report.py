@@ -1,75 +1,183 @@
-"""Measured statements for the leaderboard page: does each benchmark discriminate?
+"""Does each benchmark discriminate? Measured from run records for the leaderboard page.
 
-Everything here is computed from run records — nothing is assumed. For every benchmark:
-the gap between the upper bound (``joint``) and the lower bound (``seqft``) on the headline
-metric, and which methods differ from ``seqft`` by more than the seed spread.
+A benchmark *discriminates* between continual-learning methods when, on its headline metric
+(class-incremental or task-incremental accuracy, in points = %):
+
+1. the **gap** between the upper bound (``joint``) and the lower bound (``seqft``) — the
+   difference of their means over seeds — is at least :data:`MIN_GAP_POINTS`; and
+2. at least :data:`MIN_RESOLVED_SHARE` of the **merge-family rows** differ from the lower
+   bound: the paired t-interval (95 %, :mod:`mergecl.bench.reporting.stats`) of
+   ``row − seqft`` over the seeds both have excludes 0, in either direction.
+
+Counting: the merge rows are the rows whose family is ``"merge"`` and that have at least one
+successful value on the benchmark's headline metric; a tuned row (``"<label> (tuned)"``) is a
+row of its own, counted separately from its default row. A row sharing a single seed with the
+lower bound has no interval and counts as not resolved. Everything is computed from records.
 """
 
 from __future__ import annotations
 
-import statistics
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
-HEADLINE: dict[str, tuple[str, str]] = {
-    "mnist-fmnist": ("acc", "class-incremental accuracy"),
-    "rotated-mnist": ("acc", "domain-incremental accuracy"),
-    "split-mnist": ("til_acc", "task-incremental accuracy (CIL shown too; it does not separate at CPU scale)"),
-    "split-fmnist": ("til_acc", "task-incremental accuracy (CIL shown too; it does not separate at CPU scale)"),
-}
-MIN_GAP_POINTS = 20.0
+from mergecl.bench.orchestration.records import RunRecord
+from mergecl.bench.reporting.stats import INTERVAL_METHOD, PairedDifference
+from mergecl.bench.reporting.tables import (
+    METRIC_TITLES,
+    as_records,
+    cell_stats,
+    order_rows,
+    paired_points,
+    render_rows,
+    row_name,
+)
 
-
-def _values(records: Iterable[Mapping[str, Any]], benchmark: str, label: str, metric: str) -> list[float]:
-    out = []
-    for r in records:
-        if r.get("benchmark") != benchmark or r.get("label") != label or r.get("status") != "ok":
-            continue
-        block = r.get("til_metrics") if metric.startswith("til_") else r.get("metrics")
-        value = (block or {}).get(metric.removeprefix("til_"))
-        if value is not None:
-            out.append(100.0 * float(value))
-    return out
+MIN_GAP_POINTS = 15.0
+"""Smallest upper − lower bound gap (points) of a benchmark that discriminates."""
+MIN_RESOLVED_SHARE = 0.5
+"""Smallest share of merge rows whose paired interval against the lower bound excludes 0."""
+MERGE_FAMILY = "merge"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+@dataclass(frozen=True)
+class RowComparison:
+    """One merge row against the lower bound: ``difference`` = row − lower bound (points),
+    None when they share no seed."""
+
+    row: str
+    difference: PairedDifference | None
+
+    @property
+    def resolved(self) -> bool:
+        return self.difference is not None and self.difference.resolved
 
 
-def discrimination_lines(records: Sequence[Mapping[str, Any]], benchmarks: Sequence[str],
-                         labels: Sequence[str], lower: str = "seqft", upper: str = "joint") -> list[str]:
-    """One paragraph per benchmark, in Markdown bullet lines."""
-    lines: list[str] = []
-    for benchmark in benchmarks:
-        metric, description = HEADLINE.get(benchmark, ("acc", "accuracy"))
-        low, high = _values(records, benchmark, lower, metric), _values(records, benchmark, upper, metric)
-        if not low or not high:
-            lines.append(f"- **{benchmark}**: no {lower}/{upper} records yet.")
-            continue
-        (lm, ls), (hm, hs) = _mean_std(low), _mean_std(high)
-        gap = hm - lm
-        verdict = "discriminates" if gap >= MIN_GAP_POINTS else f"does NOT reach the {MIN_GAP_POINTS:.0f}-point gap"
-        lines.append(f"- **{benchmark}** — headline: {description}. {upper} − {lower} = {gap:+.1f} points "
-                     f"({hm:.1f} ± {hs:.1f} vs {lm:.1f} ± {ls:.1f}): {verdict}.")
-        above, within, unknown = [], [], []
-        for label in labels:
-            if label in (lower, upper):
-                continue
-            values = _values(records, benchmark, label, metric)
-            if not values:
-                continue
-            m, s = _mean_std(values)
-            diff = m - lm
-            text = f"{label} {diff:+.1f}"
-            if len(values) < 2 or len(low) < 2:
-                unknown.append(text)
-            else:
-                (above if abs(diff) > s + ls else within).append(text)
-        if above:
-            lines.append(f"  - differs from {lower} by more than the seed spread (|Δ| > std₁ + std₂): "
-                         + ", ".join(above))
-        if within:
-            lines.append(f"  - within the seed spread of {lower}: " + ", ".join(within))
-        if unknown:
-            lines.append("  - fewer than 2 seeds, spread unknown: " + ", ".join(unknown))
+@dataclass(frozen=True)
+class Discrimination:
+    """The two tests of the module docstring on one benchmark (means in points)."""
+
+    benchmark: str
+    metric: str
+    lower: str
+    upper: str
+    lower_mean: float | None
+    upper_mean: float | None
+    merges: tuple[RowComparison, ...]
+
+    @property
+    def gap(self) -> float | None:
+        if self.lower_mean is None or self.upper_mean is None:
+            return None
+        return self.upper_mean - self.lower_mean
+
+    @property
+    def gap_ok(self) -> bool:
+        return self.gap is not None and self.gap >= MIN_GAP_POINTS
+
+    @property
+    def n_resolved(self) -> int:
+        return sum(comparison.resolved for comparison in self.merges)
+
+    @property
+    def share_ok(self) -> bool:
+        return bool(self.merges) and self.n_resolved >= MIN_RESOLVED_SHARE * len(self.merges)
+
+    @property
+    def discriminates(self) -> bool:
+        return self.gap_ok and self.share_ok
+
+    def reasons(self) -> list[str]:
+        """Why the benchmark does not discriminate (empty when it does)."""
+        reasons = []
+        if self.lower_mean is None or self.upper_mean is None:
+            absent = [name for name, mean in ((self.upper, self.upper_mean),
+                                              (self.lower, self.lower_mean)) if mean is None]
+            reasons.append(f"no {' and no '.join(absent)} results: the gap cannot be measured")
+        elif not self.gap_ok:
+            reasons.append(f"{self.upper} − {self.lower} gap {self.gap:+.1f} points < "
+                           f"{MIN_GAP_POINTS:g}")
+        if not self.merges:
+            reasons.append("no merge-family rows with results")
+        elif not self.share_ok:
+            reasons.append(f"only {self.n_resolved} of {len(self.merges)} merge rows differ from "
+                           f"{self.lower}, fewer than half")
+        return reasons
+
+    def verdict(self) -> str:
+        if self.discriminates:
+            return "discriminates"
+        return f"does not discriminate ({'; '.join(self.reasons())})"
+
+
+def assess(records: Iterable[RunRecord], benchmark: str, metric: str, families: Mapping[str, str],
+           *, lower: str = "seqft", upper: str = "joint",
+           row_order: Sequence[str] = ()) -> Discrimination:
+    """:class:`Discrimination` of ``benchmark`` on ``metric`` (``acc`` or ``til_acc``) from
+    ``records``; ``families`` maps a row's label (a tuned row: its base label) to its family,
+    ``lower``/``upper`` name the bound rows, ``row_order`` orders the merge rows."""
+    by_row: dict[str, list[RunRecord]] = defaultdict(list)
+    family: dict[str, str | None] = {}
+    for record in as_records(records):
+        if record.benchmark == benchmark:
+            by_row[row_name(record)].append(record)
+            family[row_name(record)] = families.get(record.row_label)
+
+    def mean(row: str) -> float | None:
+        stats = cell_stats(by_row.get(row, ()), metric)
+        return 100.0 * stats.mean if stats.n else None
+
+    merges = tuple(
+        RowComparison(row, paired_points(by_row[row], by_row.get(lower, ()), metric))
+        for row in order_rows(by_row, (), row_order)
+        if family[row] == MERGE_FAMILY and cell_stats(by_row[row], metric).n)
+    return Discrimination(benchmark, metric, lower, upper, mean(lower), mean(upper), merges)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _named(comparisons: Iterable[RowComparison]) -> str:
+    return ", ".join(f"{c.row} ({c.difference.mean:+.1f})" if c.difference else c.row
+                     for c in comparisons)
+
+
+def discrimination_section(assessments: Sequence[Discrimination]) -> list[str]:
+    """The leaderboard page's section body (Markdown lines): how it is decided, one table row
+    per benchmark and, per benchmark, which merge rows differ from the lower bound."""
+    if not assessments:
+        return ["No benchmarks."]
+    lower = assessments[0].lower
+    lines = [
+        f"A benchmark discriminates when, on its headline metric, (1) the upper − lower bound gap "
+        f"(difference of their means over seeds) is at least {MIN_GAP_POINTS:g} points and (2) at "
+        f"least half of the merge-family rows differ from {lower}: the paired interval of "
+        f"row − {lower} ({INTERVAL_METHOD}) excludes 0, in either direction. Counted: the merge-family rows with results "
+        "on the benchmark; a tuned row counts as a row of its own, separately from its default row; "
+        "a row sharing one seed with the lower bound has no interval and counts as not differing.",
+        "",
+    ]
+    headers = ["benchmark", "headline", "upper − lower (points)", f"gap ≥ {MIN_GAP_POINTS:g}",
+               "merge rows differing", "≥ half", "verdict"]
+    rows = []
+    for a in assessments:
+        if a.gap is None:
+            gap = "not measurable"
+        else:
+            gap = f"{a.upper} − {a.lower} = {a.gap:+.1f} ({a.upper_mean:.1f} − {a.lower_mean:.1f})"
+        resolved = f"{a.n_resolved} of {len(a.merges)}"
+        rows.append([a.benchmark, METRIC_TITLES[a.metric], gap, _yes(a.gap_ok), resolved,
+                     _yes(a.share_ok), a.verdict()])
+    lines += [render_rows(headers, rows, "markdown"), ""]
+    for a in assessments:
+        above = [c for c in a.merges if c.resolved and c.difference.mean > 0]
+        below = [c for c in a.merges if c.resolved and c.difference.mean < 0]
+        unresolved = [c for c in a.merges if not c.resolved]
+        parts = [f"above {a.lower}: {_named(above) or 'none'}",
+                 f"below {a.lower}: {_named(below) or 'none'}"]
+        if unresolved:
+            parts.append(f"interval contains 0 or no interval: {_named(unresolved)}")
+        lines.append(f"- **{a.benchmark}** ({METRIC_TITLES[a.metric]}, points vs {a.lower}) — "
+                     + "; ".join(parts) + ".")
     return lines

@@ -132,24 +132,6 @@ def test_unseen_entries_do_not_change_acc_aaa_bwt(R: np.ndarray, value: float) -
         assert after[name] == pytest.approx(before[name])
 
 
-def test_discrimination_lines_from_records():
-    from mergecl.bench.reporting.report import discrimination_lines
-
-    def rec(label, seed, acc):
-        return {"benchmark": "mnist-fmnist", "label": label, "seed": seed, "status": "ok",
-                "metrics": {"acc": acc}}
-
-    records = [rec("seqft", s, 0.60 + s / 100) for s in range(3)] + \
-              [rec("joint", s, 0.88) for s in range(3)] + \
-              [rec("pnm", s, 0.80 + s / 100) for s in range(3)] + \
-              [rec("avg", s, 0.61 + s / 100) for s in range(3)]
-    lines = discrimination_lines(records, ["mnist-fmnist", "rotated-mnist"], ["seqft", "pnm", "avg", "joint"])
-    assert "joint − seqft = +27.0 points" in lines[0] and "discriminates" in lines[0]
-    assert "pnm +20.0" in lines[1] and "more than the seed spread" in lines[1]
-    assert "avg +1.0" in lines[2] and "within" in lines[2]
-    assert "no seqft/joint records" in lines[3]
-
-
 def test_negative_forgetting_when_the_final_row_is_the_best() -> None:
     """Backward transfer can make forgetting negative: the max runs over the rows before the
     last, never the final row itself (which would clamp forgetting at >= 0)."""

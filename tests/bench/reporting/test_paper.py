@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fake_records import make_record
 from mergecl.bench.reporting.paper import (
     MINI_BENCHMARKS,
     MINI_TABLES,
@@ -24,10 +25,10 @@ METHODS_MD = Path("/work/shared/METHODS.md")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "bench" / "config" / "grids" / "paper"
 
 
-def rec(label, benchmark, seed, acc, aaa=None, status="ok", finished_at="2026-01-01T00:00:00Z"):
-    return {"label": label, "method": label.split("-")[0], "benchmark": benchmark, "seed": seed,
-            "status": status, "finished_at": finished_at,
-            "metrics": {"acc": acc, "aaa": aaa, "forgetting": None, "bwt": None}}
+def rec(label, benchmark, seed, acc, aaa=None, status="ok", finished_at="2026-01-01T00:00:00Z",
+        **fields):
+    return make_record(label, seed, acc, benchmark=benchmark, method=label.split("-")[0],
+                       status=status, aaa=aaa, finished_at=finished_at, **fields)
 
 
 # ------------------------------------------------------------------------------ reported data
@@ -145,7 +146,7 @@ def test_paper_table_with_records_mean_std_over_seeds():
 
 def test_aggregate_uses_sample_std_and_skips_missing_metrics():
     records = [rec("a", "b", s, v) for s, v in enumerate((0.1, 0.2, 0.6))]
-    records.append(rec("a", "b", 9, None))
+    records.append(rec("a", "b", 9, None, status="failed"))
     stat = aggregate(records, "a", "b", "acc")
     values = [10.0, 20.0, 60.0]
     mean = sum(values) / 3
@@ -290,8 +291,8 @@ def test_magmax_config_is_the_paper_setup():
 @pytest.mark.parametrize("name", ["pnm", "magmax", "pnm-mini", "magmax-mini"])
 def test_paper_configs_expand_into_valid_runs(name):
     """Every run of every paper grid resolves and validates (data presence aside)."""
-    from mergecl.bench.config.grid_config import expand_grid, validate_grid
-    from mergecl.bench.config.run_config import parse_grid
+    from mergecl.bench.config.grid_config import expand_grid, parse_grid
+    from mergecl.bench.config.validation import validate_grid
 
     runs = expand_grid(parse_grid(_load(name)))
     validate_grid(runs, check_data=False)
@@ -300,9 +301,17 @@ def test_paper_configs_expand_into_valid_runs(name):
 
 def test_mini_pnm_lora_rows_show_only_lora_runs():
     """A full fine-tuning record never appears in a "P&M (LoRA)" cell; it has its own row."""
-    records = [{"label": "pnm", "benchmark": "mnist-fmnist", "seed": s, "status": "ok",
-                "metrics": {"acc": 0.8 + s / 100, "aaa": 0.9}} for s in range(3)]
+    records = [rec("pnm", "mnist-fmnist", s, 0.8 + s / 100, aaa=0.9) for s in range(3)]
     table = mini_table("pnm", records)
     lora_row = next(line for line in table.splitlines() if line.startswith("| P&M (LoRA)"))
     full_row = next(line for line in table.splitlines() if line.startswith("| P&M — full FT"))
     assert "81.0 ± 1.0" not in lora_row and "81.0 ± 1.0" in full_row
+
+
+def test_tuned_records_never_fill_the_papers_rows():
+    """The papers' rows are the methods' defaults: a tuned record of the same label is left out."""
+    records = [rec("magmax", "split-mnist", s, 0.5) for s in range(2)]
+    records += [rec("magmax", "split-mnist", s, 0.9, variant="tuned", base_label="magmax",
+                    tuned_values={"lam": 0.3}) for s in range(2)]
+    assert aggregate(records, "magmax", "split-mnist").mean == pytest.approx(50.0)
+    assert "50.0 ± 0.0 (2)" in mini_table("magmax", records)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+from fake_records import make_record as fake_record
+from mergecl.bench.orchestration.records import RunRecord
 from mergecl.bench.reporting.tables import (
     MISSING,
     TABLE_METRICS,
     WALL_TIME_COLUMN,
+    as_records,
+    cell_stats,
     format_cell,
     leaderboard_frame,
+    metric_value,
+    order_rows,
+    paired_points,
     records_to_frame,
     render,
-    separation,
-    significance_note,
-    write_tables,
+    row_name,
+    seed_points,
 )
 
 BENCH = "mnist-fmnist"
@@ -28,22 +32,15 @@ BENCH = "mnist-fmnist"
 def make_record(label: str, seed: int, acc: float | None, *, status: str = "ok",
                 forgetting: float | None = 0.1, til_acc: float | None = None,
                 upper_bound: bool = False, benchmark: str = BENCH,
-                total_s: float = 10.0) -> dict[str, Any]:
-    ok = status == "ok"
-    return {
-        "label": label, "method": label.split("_")[0], "benchmark": benchmark, "seed": seed,
-        "status": status, "upper_bound": upper_bound,
-        "metrics": None if not ok else {
-            "acc": acc, "aaa": None if upper_bound else acc + 0.05,
-            "forgetting": None if upper_bound else forgetting, "bwt": None},
-        "til_metrics": None if til_acc is None else {"acc": til_acc},
-        "timings": {"total_s": total_s},
-        "error": None if ok else "RuntimeError: boom",
-    }
+                total_s: float = 10.0) -> RunRecord:
+    return fake_record(label, seed, acc, benchmark=benchmark, method=label.split("_")[0],
+                       status=status, aaa=None if upper_bound else acc and acc + 0.05,
+                       forgetting=None if upper_bound else forgetting, til_acc=til_acc,
+                       upper_bound=upper_bound, total_s=total_s)
 
 
 @pytest.fixture
-def records() -> list[dict[str, Any]]:
+def records() -> list[RunRecord]:
     return [
         make_record("seqft", 0, 0.50, forgetting=0.40, total_s=10.0),
         make_record("seqft", 1, 0.52, forgetting=0.42, total_s=20.0),
@@ -60,9 +57,10 @@ def records() -> list[dict[str, Any]]:
     ]
 
 
-def test_records_to_frame_is_long(records: list[dict[str, Any]]) -> None:
+def test_records_to_frame_is_long(records: list[RunRecord]) -> None:
     frame = records_to_frame(records)
     assert len(frame) == len(records) * len(TABLE_METRICS)
+    assert set(frame["row"]) == {"seqft", "pnm_lora", "magmax", "trm", "joint"}
     pnm = frame[(frame["label"] == "pnm_lora") & (frame["seed"] == 0)].set_index("metric")
     assert pnm.loc["acc", "value"] == 0.70 and pnm.loc["til_acc", "value"] == 0.90
     assert math.isnan(pnm.loc["bwt", "value"]) and math.isnan(pnm.loc["til_aaa", "value"])
@@ -70,8 +68,10 @@ def test_records_to_frame_is_long(records: list[dict[str, Any]]) -> None:
     assert failed["value"].isna().all()
 
 
-def test_records_without_label_are_refused() -> None:
-    record = make_record("x", 0, 0.5)
+def test_dict_records_are_validated_and_malformed_ones_refused() -> None:
+    record = make_record("x", 0, 0.5).to_json_dict()
+    (converted,) = as_records([record])
+    assert isinstance(converted, RunRecord) and converted.metrics.acc == 0.5
     del record["label"]
     with pytest.raises(ValueError, match="label"):
         records_to_frame([record])
@@ -86,7 +86,7 @@ def test_format_cell() -> None:
     assert format_cell(math.nan, math.nan, 0, 0, 0) == MISSING
 
 
-def test_leaderboard_cells(records: list[dict[str, Any]]) -> None:
+def test_leaderboard_cells(records: list[RunRecord]) -> None:
     frame = leaderboard_frame(records, method_order=["seqft", "trm"])
     assert list(frame.index) == ["seqft", "trm", "magmax", "pnm_lora", "joint (upper bound)"]
     assert frame.columns[-1] == WALL_TIME_COLUMN
@@ -107,7 +107,7 @@ def test_leaderboard_cells(records: list[dict[str, Any]]) -> None:
     assert frame.loc["magmax", WALL_TIME_COLUMN] == MISSING
 
 
-def test_best_marks_and_upper_bound_is_not_ranked(records: list[dict[str, Any]]) -> None:
+def test_best_marks_and_upper_bound_is_not_ranked(records: list[RunRecord]) -> None:
     frame = leaderboard_frame(records)
     best = set(frame.attrs["best"])
     assert ("pnm_lora", (BENCH, "acc")) in best  # joint's 96.0 is higher but not ranked
@@ -126,7 +126,7 @@ def test_ties_on_the_displayed_value_are_all_marked() -> None:
     assert best == {"a", "b"}
 
 
-def test_benchmarks_select_and_order_columns(records: list[dict[str, Any]]) -> None:
+def test_benchmarks_select_and_order_columns(records: list[RunRecord]) -> None:
     frame = leaderboard_frame(records, metrics=("acc",), benchmarks=["split-mnist", BENCH])
     assert list(frame.columns) == [("split-mnist", "acc"), (BENCH, "acc"), WALL_TIME_COLUMN]
     assert frame.loc["seqft", WALL_TIME_COLUMN] == "17.5"
@@ -134,12 +134,12 @@ def test_benchmarks_select_and_order_columns(records: list[dict[str, Any]]) -> N
     assert only.loc["seqft", WALL_TIME_COLUMN] == "10.0"
 
 
-def test_unknown_metric_is_refused(records: list[dict[str, Any]]) -> None:
+def test_unknown_metric_is_refused(records: list[RunRecord]) -> None:
     with pytest.raises(ValueError, match="unknown metric"):
         leaderboard_frame(records, metrics=("accuracy",))
 
 
-def test_markdown(records: list[dict[str, Any]]) -> None:
+def test_markdown(records: list[RunRecord]) -> None:
     text = render(leaderboard_frame(records), "markdown")
     lines = text.splitlines()
     assert all(line.startswith("|") and line.endswith("|") for line in lines)
@@ -150,7 +150,7 @@ def test_markdown(records: list[dict[str, Any]]) -> None:
     assert lines[-1].lstrip("| ").startswith("joint (upper bound)")
 
 
-def test_latex(records: list[dict[str, Any]]) -> None:
+def test_latex(records: list[RunRecord]) -> None:
     text = render(leaderboard_frame(records), "latex")
     assert text.startswith(r"\begin{tabular}") and text.rstrip().endswith(r"\end{tabular}")
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
@@ -162,24 +162,24 @@ def test_latex(records: list[dict[str, Any]]) -> None:
     assert len({line.count("&") for line in body}) == 1
 
 
-def test_csv_is_machine_readable(records: list[dict[str, Any]]) -> None:
+def test_csv_is_machine_readable(records: list[RunRecord]) -> None:
     text = render(leaderboard_frame(records), "csv")
     table = pd.read_csv(io.StringIO(text))
-    assert {"label", "benchmark", "metric", "mean", "std", "n", "n_failed"} <= set(table.columns)
-    assert not table.duplicated(["label", "benchmark", "metric"]).any()
-    pnm = table[(table["label"] == "pnm_lora") & (table["metric"] == "acc")].iloc[0]
+    assert {"row", "benchmark", "metric", "mean", "std", "n", "n_failed"} <= set(table.columns)
+    assert not table.duplicated(["row", "benchmark", "metric"]).any()
+    pnm = table[(table["row"] == "pnm_lora") & (table["metric"] == "acc")].iloc[0]
     assert pnm["mean"] == pytest.approx(0.71)
     assert pnm["std"] == pytest.approx(0.0141421356)
     assert (pnm["n"], pnm["n_failed"], pnm["n_runs"]) == (2, 1, 3)
     assert bool(pnm["best"])
-    joint = table[(table["label"] == "joint") & (table["metric"] == "acc")].iloc[0]
+    joint = table[(table["row"] == "joint") & (table["metric"] == "acc")].iloc[0]
     assert bool(joint["upper_bound"]) and not bool(joint["best"])
-    wall = table[(table["label"] == "seqft") & (table["metric"] == "total_s")
+    wall = table[(table["row"] == "seqft") & (table["metric"] == "total_s")
                  & (table["benchmark"] == BENCH)].iloc[0]
     assert wall["unit"] == "s" and wall["mean"] == pytest.approx(20.0)
 
 
-def test_render_refuses_unknown_format(records: list[dict[str, Any]]) -> None:
+def test_render_refuses_unknown_format(records: list[RunRecord]) -> None:
     with pytest.raises(ValueError, match="html"):
         render(leaderboard_frame(records), "html")  # type: ignore[arg-type]
 
@@ -190,42 +190,49 @@ def test_empty_records_give_an_empty_table() -> None:
     assert "method" in render(frame, "markdown")
 
 
-def test_separation(records: list[dict[str, Any]]) -> None:
-    result = separation(records, BENCH, "acc", "pnm_lora", "seqft")
-    assert result is not None
-    assert result.difference == pytest.approx(0.19)
-    assert result.spread == pytest.approx(0.02 + 0.0141421356)
-    assert result.exceeds_spread and (result.n_a, result.n_b) == (2, 3)
-    close = [make_record("a", s, 0.50 + 0.02 * s) for s in range(3)] + [
-        make_record("b", s, 0.51 + 0.02 * s) for s in range(3)]
-    assert not separation(close, BENCH, "acc", "a", "b").exceeds_spread
-    single = separation(records, BENCH, "acc", "trm", "seqft")
-    assert math.isnan(single.spread) and not single.exceeds_spread
-    assert separation(records, BENCH, "acc", "magmax", "seqft") is None  # all failed
-    assert separation(records, BENCH, "acc", "absent", "seqft") is None
+def test_metric_value_and_seed_points(records: list[RunRecord]) -> None:
+    pnm = [r for r in records if r.label == "pnm_lora"]
+    assert metric_value(pnm[0], "til_acc") == 0.90 and metric_value(pnm[0], "bwt") is None
+    assert metric_value(pnm[2], "acc") is None  # failed
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_value(pnm[0], "top5")
+    assert seed_points(pnm, "acc") == pytest.approx({0: 70.0, 1: 72.0})
+    stats = cell_stats(pnm, "acc")
+    assert (stats.n, stats.n_failed, stats.n_runs) == (2, 1, 3)
+    assert stats.format() == "71.0 ± 1.4 (2; 1 failed)"
 
 
-def test_significance_note(records: list[dict[str, Any]]) -> None:
-    lines = significance_note(records)
-    assert "pnm_lora vs seqft on mnist-fmnist: +19.0 pts (exceeds seed spread)" in lines
-    assert "trm vs seqft on mnist-fmnist: +8.0 pts (seed spread unknown: fewer than 2 seeds)" \
-        in lines
-    assert not any(line.startswith(("joint", "magmax", "seqft")) for line in lines)
-    assert significance_note(records, reference="absent") == []
-    forgetting = significance_note(records, metrics=("forgetting",))
-    assert "pnm_lora vs seqft on mnist-fmnist (forgetting): -21.0 pts (exceeds seed spread)" \
-        in forgetting
+def test_seed_points_keep_the_latest_record_of_a_seed() -> None:
+    old = make_record("a", 0, 0.5).model_copy(update={"finished_at": "2026-01-01"})
+    new = make_record("a", 0, 0.6).model_copy(update={"finished_at": "2026-02-01"})
+    assert seed_points([new, old], "acc") == {0: 60.0}
+    assert seed_points([old, new], "acc") == {0: 60.0}
 
 
-def test_write_tables(records: list[dict[str, Any]], tmp_path: Path) -> None:
-    out = tmp_path / "tables"
-    paths = write_tables(records, out, stem="board", header_lines=["# Leaderboard", "preset: x"])
-    assert [p.name for p in paths] == ["board.md", "board.tex", "board.csv"]
-    assert sorted(p.name for p in out.iterdir()) == ["board.csv", "board.md", "board.tex"]
-    markdown = paths[0].read_text()
-    assert markdown.startswith("# Leaderboard\npreset: x\n")
-    assert "**71.0 ± 1.4 (2; 1 failed)**" in markdown
-    assert "Notes:" in markdown and "exceeds seed spread" in markdown
-    latex = paths[1].read_text()
-    assert latex.startswith("% # Leaderboard\n% preset: x\n\\begin{tabular}")
-    assert len(pd.read_csv(paths[2])) > 0
+def test_paired_points_pair_by_seed(records: list[RunRecord]) -> None:
+    pnm = [r for r in records if r.label == "pnm_lora"]
+    seqft = [r for r in records if r.label == "seqft" and r.benchmark == BENCH]
+    difference = paired_points(pnm, seqft, "acc")
+    # seeds 0 and 1 are shared (pnm's seed 2 failed): differences 20 and 20 points
+    assert difference.n == 2 and difference.mean == pytest.approx(20.0)
+    assert difference.low == pytest.approx(20.0) and difference.high == pytest.approx(20.0)
+    assert difference.resolved
+    trm = [r for r in records if r.label == "trm"]
+    single = paired_points(trm, seqft, "acc")
+    assert single.n == 1 and not single.resolved and "no interval" in single.format()
+    assert paired_points([r for r in records if r.label == "magmax"], seqft, "acc") is None
+
+
+def test_tuned_records_are_their_own_row_under_the_default_row() -> None:
+    tuned = fake_record("magmax", 0, 0.7, tuned_values={"lam": 0.3})
+    default = fake_record("magmax", 0, 0.6)
+    assert (row_name(tuned), row_name(default)) == ("magmax (tuned)", "magmax")
+    rows = order_rows(["joint", "magmax (tuned)", "zeta", "magmax", "seqft"], {"joint"},
+                      ["seqft", "magmax", "joint"])
+    assert rows == ["seqft", "magmax", "magmax (tuned)", "zeta", "joint"]
+    frame = leaderboard_frame([default, tuned, fake_record("seqft", 0, 0.4)],
+                              metrics=("acc",), method_order=["seqft", "magmax"])
+    assert list(frame.index) == ["seqft", "magmax", "magmax (tuned)"]
+    assert frame.loc["magmax (tuned)", (BENCH, "acc")] == "70.0 (n=1)"
+
+
