@@ -12,8 +12,6 @@ Every input is validated before any training; refused input writes nothing and e
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
 import shlex
 import sys
 import time
@@ -21,13 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mergecl.bench.config.run_config import (
-    ConfigError,
-    default_grid,
-    load_yaml,
-    parse_grid,
-    parse_overrides,
-)
+from mergecl.bench.config.run_config import ConfigError, load_yaml, parse_overrides
 
 DEFAULT_OUT = "results"
 
@@ -128,7 +120,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def _records(out: str) -> list[dict]:
+def _records(out: str) -> list:
     from mergecl.bench.orchestration.store import ResultStore
 
     return ResultStore(out).records()
@@ -137,8 +129,9 @@ def _records(out: str) -> list[dict]:
 # ------------------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
     from mergecl.bench.config.run_config import resolve_run
-    from mergecl.bench.orchestration.runner import run_and_store, run_key, validate_run
-    from mergecl.bench.orchestration.store import ResultStore
+    from mergecl.bench.config.validation import validate_run
+    from mergecl.bench.orchestration.runner import run_and_store
+    from mergecl.bench.orchestration.store import ResultStore, RunKey
 
     _load_plugins(args.plugins)
     cfg = resolve_run(args.method, args.benchmark, args.seed, args.preset or "default",
@@ -159,31 +152,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = run_and_store(cfg, args.out, progress=progress, retry_failed=args.retry_failed)
     if bar is not None:
         bar.close()
-    record = ResultStore(args.out).read(run_key(cfg))
-    path = ResultStore(args.out).path(run_key(cfg))
+    record = ResultStore(args.out).read(RunKey.of(cfg))
+    path = ResultStore(args.out).path(RunKey.of(cfg))
     if status == "locked":
         print(f"another process is running this run ({path}); nothing done")
         return 0
     if record is None:
         print(f"no record at {path}")
         return 1
-    if record["status"] != "ok":
-        print(f"run failed: {record.get('error')} (record: {path})")
+    if not record.ok or record.metrics is None:
+        print(f"run failed: {record.error} (record: {path})")
         return 1
-    m = record["metrics"]
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.model_dump().items() if v is not None)
     print(f"{'already done' if status == 'done' else 'done'}: {cfg.label} on {cfg.benchmark} seed {cfg.seed}: "
-          f"{shown} ({record['timings'].get('total_s')} s) -> {path}")
+          f"{shown} ({record.timings.total_s} s) -> {path}")
     return 0
 
 
 def _grid_from_args(args: argparse.Namespace):
+    from mergecl.bench.config.grid_config import default_grid, parse_grid
+
     data = load_yaml(args.config) if args.config else default_grid()
     return data, parse_grid(data)
 
 
 def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from mergecl.bench.config.grid_config import expand_grid, validate_grid
+    from mergecl.bench.config.grid_config import expand_grid
+    from mergecl.bench.config.validation import validate_grid
+    from mergecl.bench.reporting.leaderboard import write_grid_leaderboard
 
     _load_plugins(args.plugins)
     raw, grid = _grid_from_args(args)
@@ -193,7 +189,7 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
                f"{len(grid.seeds)} seeds = {len(runs)} runs, preset {args.preset or grid.preset}")
     if args.tables_only:
         command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
-        for path in write_leaderboard_outputs(args.out, runs, grid, command, None):
+        for path in write_grid_leaderboard(args.out, runs, grid, command, None):
             _say(args, f"wrote {path}")
         return 0
     from mergecl.bench.orchestration.executors import execute
@@ -215,64 +211,8 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _say(args, f"executed: {summary}")
     if not args.no_tables:
         command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
-        write_leaderboard_outputs(args.out, runs, grid, command, wall)
+        write_grid_leaderboard(args.out, runs, grid, command, wall)
     return 0
-
-
-def write_leaderboard_outputs(out: str, runs: list, grid: Any, command: str, wall_s: float | None) -> list[Path]:
-    """Tables (md, tex, csv), plots and the mini paper tables for the runs of this grid."""
-    from mergecl.bench.orchestration.runner import library_versions
-    from mergecl.bench.reporting.plots import plot_all
-    from mergecl.bench.reporting.tables import write_tables
-
-    wanted = {(c.benchmark, c.label, c.seed) for c in runs}
-    records = [r for r in _records(out) if (r.get("benchmark"), r.get("label"), r.get("seed")) in wanted]
-    versions = library_versions()
-    labels = [m.label for m in grid.methods]
-    total_run_s = sum((r.get("timings") or {}).get("total_s", 0) or 0 for r in records)
-    threads = sorted((r.get("host") or {}).get("threads") or 1 for r in records) or [1]
-    lanes = max(1, (os.cpu_count() or 1) // threads[len(threads) // 2])
-    header = [
-        f"# {grid.title or 'mergecl leaderboard'}",
-        "",
-        f"Generated by `{command}` on {_dt.date.today().isoformat()} (git {records[0].get('git_rev') if records else '?'}).",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"Runs: {len(records)} records ({sum(r.get('status') == 'ok' for r in records)} ok); "
-        f"sum of run times {total_run_s / 60:.1f} min (≈ {total_run_s / 60 / lanes:.0f} min of wall "
-        f"time as {lanes} parallel run(s) on this machine's {os.cpu_count()} cores); "
-        + (f"this invocation's wall time {wall_s / 60:.1f} min." if wall_s is not None
-           else "tables written from existing records (no runs in this invocation).")
-        + (f" **{len(runs) - len(records)} of the grid's {len(runs)} runs have no record yet** "
-           "(rerun the command to complete it; finished runs are kept)." if len(records) < len(runs) else ""),
-        "Cells: mean ± std over seeds (n), in percent; best continual method per column in bold.",
-        "Protocol: README \"Default protocol\" and bench/config/presets.yaml (preset "
-        f"`{runs[0].preset if runs else '?'}`); TRM is mergecl's reconstruction from the paper's abstract.",
-    ]
-    from mergecl.bench.reporting.report import discrimination_lines
-
-    header += ["", "## Does each benchmark discriminate? (measured from these records)", ""]
-    header += discrimination_lines(records, grid.benchmarks, labels)
-    header += ["", "## Table", ""]
-    out_path = Path(out)
-    paths = write_tables(records, out_path, stem="leaderboard", header_lines=header,
-                         benchmarks=grid.benchmarks, method_order=labels)
-    paths += plot_all(records, out_path / "plots")
-    try:
-        from mergecl.bench.orchestration.store import atomic_write_text
-        from mergecl.bench.reporting.paper import mini_table, ordering_report
-
-        for paper in ("pnm", "magmax"):
-            lines = [f"# CPU mini edition of the {paper} paper table", "",
-                     f"Generated by `{command}` from the records in `{out}`.", "",
-                     mini_table(paper, records, fmt="markdown"), "", "## Orderings of the paper, measured here", ""]
-            lines += [f"- {line}" for line in ordering_report(paper, records)]
-            target = out_path / "paper" / f"{paper}-mini.md"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(target, "\n".join(lines) + "\n")
-            paths.append(target)
-    except ImportError:  # pragma: no cover
-        pass
-    return paths
 
 
 def cmd_table(args: argparse.Namespace) -> int:

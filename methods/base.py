@@ -54,6 +54,7 @@ Scenario = Literal["class-incremental", "domain-incremental"]
 LossMask = Literal["current", "seen", "none"]
 HeadRule = Literal["merge-old-rows", "merge-all", "keep-trained"]
 Timing = Literal["online", "post-hoc"]
+Family = Literal["merge", "regulariser", "lower-bound", "upper-bound"]
 TrainFrom = Literal["merged", "trained", "pretrained"]
 
 MERGE_COEFFICIENT = "merge_coefficient"
@@ -296,6 +297,8 @@ class MergeMethod(PluginHooks):
     paper: ClassVar[str] = ""
     Params: ClassVar[type[MethodParams]] = MethodParams
     timing: ClassVar[Timing] = "online"
+    family: ClassVar[Family] = "merge"
+    """What the method is on the leaderboard: a merge, a regulariser (EWC, LwF), or a bound."""
     keeps_pretrained: ClassVar[bool] = False
     upper_bound: ClassVar[bool] = False
     parameterisations: ClassVar[tuple[str, ...]] = ("full", "lora")

@@ -29,6 +29,7 @@ class EWC(MergeMethod):
     name = "ewc"
     paper = "Kirkpatrick et al., PNAS 2017 (Avalanche EWCPlugin)"
     Params = EWCParams
+    family = "regulariser"
 
     @property
     def plain_first_task(self) -> bool:

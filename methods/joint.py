@@ -14,4 +14,5 @@ class Joint(MergeMethod):
     name = "joint"
     paper = "upper bound: joint training on the union of all tasks"
     Params = MethodParams
+    family = "upper-bound"
     upper_bound = True

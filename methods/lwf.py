@@ -24,6 +24,7 @@ class LwF(MergeMethod):
     name = "lwf"
     paper = "Li & Hoiem, ECCV 2016 (Avalanche LwFPlugin)"
     Params = LwFParams
+    family = "regulariser"
 
     @property
     def plain_first_task(self) -> bool:

@@ -18,6 +18,7 @@ class SeqFT(MergeMethod):
     name = "seqft"
     paper = "lower bound: sequential fine-tuning, no merge"
     Params = MethodParams
+    family = "lower-bound"
     timing = "post-hoc"
 
     @property

@@ -83,6 +83,6 @@ def _isolated_cache(tmp_path_factory):
 def quick_run(method: str, benchmark: str = "split-mnist", seed: int = 0, **overrides):
     """Run one quick-preset run in-process and return its record."""
     from mergecl.bench.config.run_config import resolve_run
-    from mergecl.bench.orchestration.runner import run_one
+    from mergecl.bench.training.run import run_one
 
     return run_one(resolve_run(method, benchmark, seed, "quick", overrides))

@@ -12,8 +12,9 @@ Every error raised here is a :class:`ConfigError` that names the bad value and t
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """Bad configuration; raised before any training starts."""
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """First 16 hex characters of the sha256 of ``config`` as canonical JSON (sorted keys).
+
+    Tuples hash like lists and ``Path`` objects like their string. NaN/inf are refused.
+    """
+    canonical = json.dumps(
+        config,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=json_default,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def json_default(value: Any) -> Any:
+    """Serialise the few non-JSON types that legitimately occur in configs and records."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
 Parameterisation = Literal["full", "lora"]
@@ -105,19 +133,21 @@ class RunConfig(BaseModel):
         return self
 
     def hashable(self) -> dict[str, Any]:
-        """The fields that determine results (execution-only fields excluded)."""
+        """The fields that determine results (execution-only fields excluded). ``params`` are
+        the method's resolved hyper-parameters (:func:`resolve_run` fills in the defaults), so
+        spelling out a default does not make an identical run look different."""
         data = self.model_dump(mode="json")
-        for key in ("threads", "device", "data_root", "download", "preset", "label"):
+        for key in EXECUTION_FIELDS:
             data.pop(key, None)
-        # hash the method's *resolved* hyper-parameters, so that spelling out a default does
-        # not make an identical run look different
-        try:
-            from mergecl.methods.registry import get_method
-
-            data["params"] = get_method(self.method).Params(**self.params).model_dump(mode="json")
-        except Exception:  # unknown method / bad params: validation reports it elsewhere
-            pass
         return data
+
+    def digest(self) -> str:
+        """The config hash: a record whose hash differs from its config's is stale."""
+        return config_hash(self.hashable())
+
+
+EXECUTION_FIELDS: tuple[str, ...] = ("threads", "device", "data_root", "download", "preset", "label")
+"""Fields that say where and how a run executes, not what it computes (not hashed)."""
 
 
 RUN_FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)
@@ -195,7 +225,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _packaged_yaml(name: str) -> dict[str, Any]:
+def packaged_yaml(name: str) -> dict[str, Any]:
     text = resources.files("mergecl.bench.config").joinpath(name).read_text()
     data = yaml.safe_load(text)
     return data or {}
@@ -203,7 +233,7 @@ def _packaged_yaml(name: str) -> dict[str, Any]:
 
 def presets() -> dict[str, dict[str, Any]]:
     """Named presets: ``quick`` (tests), ``default`` (leaderboard), ``paper``."""
-    data = _packaged_yaml("presets.yaml")
+    data = packaged_yaml("presets.yaml")
     if not isinstance(data, dict):
         raise ConfigError("bench/config/presets.yaml must hold a mapping of presets")
     return data
@@ -217,7 +247,9 @@ def resolve_run(
     overrides: Mapping[str, Any] | None = None,
     label: str | None = None,
 ) -> RunConfig:
-    """Build a validated RunConfig: defaults < preset (incl. its per-benchmark block) < overrides."""
+    """Build a RunConfig: defaults < preset (incl. its per-benchmark and per-method blocks) <
+    overrides; the method's hyper-parameters are validated and completed with their defaults
+    (an unknown method or a bad hyper-parameter is a ConfigError here)."""
     all_presets = presets()
     if preset not in all_presets:
         raise ConfigError(f"unknown preset {preset!r}; accepted: {', '.join(sorted(all_presets))}")
@@ -231,90 +263,11 @@ def resolve_run(
     if label is not None:
         values["label"] = label
     try:
-        return RunConfig(**values)
+        cfg = RunConfig(**values)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, f" for {label or method} on {benchmark}")) from None
     except TypeError as err:
         raise ConfigError(f"invalid configuration: {err}") from None
+    from mergecl.bench.config.validation import resolved_params
 
-
-@dataclass(frozen=True)
-class MethodEntry:
-    """One row of a grid: a registry method under a label, with its own overrides."""
-
-    label: str
-    method: str
-    overrides: dict[str, Any]
-
-
-GRID_KEYS = ("methods", "benchmarks", "seeds", "preset", "set", "workers", "executor", "title")
-
-
-def parse_method_entry(entry: Any) -> MethodEntry:
-    if isinstance(entry, str):
-        return MethodEntry(label=entry, method=entry, overrides={})
-    if isinstance(entry, Mapping):
-        unknown = set(entry) - {"label", "method", "set"}
-        if unknown:
-            raise ConfigError(
-                f"method entry {dict(entry)!r} has unknown keys {sorted(unknown)}; accepted: label, method, set"
-            )
-        method = entry.get("method")
-        if not isinstance(method, str):
-            raise ConfigError(f"method entry {dict(entry)!r} needs a 'method' name")
-        label = entry.get("label", method)
-        overrides = entry.get("set") or {}
-        if not isinstance(label, str) or not isinstance(overrides, Mapping):
-            raise ConfigError(f"method entry {dict(entry)!r}: 'label' must be a string, 'set' a mapping")
-        return MethodEntry(label=label, method=method, overrides=dict(overrides))
-    raise ConfigError(f"method entry {entry!r} must be a name or a mapping with label/method/set")
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    methods: list[MethodEntry]
-    benchmarks: list[str]
-    seeds: list[int]
-    preset: str
-    overrides: dict[str, Any]
-    title: str | None = None
-
-
-def parse_grid(data: Mapping[str, Any]) -> GridConfig:
-    unknown = set(data) - set(GRID_KEYS)
-    if unknown:
-        raise ConfigError(f"grid config has unknown keys {sorted(unknown)}; accepted: {', '.join(GRID_KEYS)}")
-    for key in ("methods", "benchmarks", "seeds"):
-        value = data.get(key)
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"grid config needs a non-empty list '{key}' (got {value!r})")
-    seeds = data["seeds"]
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ConfigError(f"seeds must be non-negative integers (got {seeds!r})")
-    if not all(isinstance(b, str) for b in data["benchmarks"]):
-        raise ConfigError(f"benchmarks must be names (got {data['benchmarks']!r})")
-    preset = data.get("preset", "default")
-    if not isinstance(preset, str):
-        raise ConfigError(f"preset must be a name (got {preset!r})")
-    overrides = data.get("set") or {}
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"'set' must be a mapping of field: value (got {overrides!r})")
-    methods = [parse_method_entry(m) for m in data["methods"]]
-    labels = [m.label for m in methods]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise ConfigError(f"method labels must be unique; repeated: {duplicates}")
-    title = data.get("title")
-    return GridConfig(
-        methods=methods,
-        benchmarks=list(data["benchmarks"]),
-        seeds=list(seeds),
-        preset=preset,
-        overrides=dict(overrides),
-        title=title if isinstance(title, str) else None,
-    )
-
-
-def default_grid() -> dict[str, Any]:
-    """The packaged default leaderboard grid."""
-    return _packaged_yaml("grids/leaderboard.yaml")
+    return cfg.model_copy(update={"params": resolved_params(cfg.method, cfg.params)})

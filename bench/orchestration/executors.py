@@ -1,8 +1,9 @@
 """Executors: *where* the runs of a grid execute — a local process pool, Ray, or SLURM.
 
 There is one code path for "which runs are missing" (:func:`missing_runs`, i.e. the result
-store) and one for doing and recording a run (:func:`mergecl.bench.orchestration.runner.run_and_store`, which takes
-the per-run lock, never redoes a finished run and writes the record atomically). An executor
+store's one rule) and one for doing and recording a run
+(:func:`mergecl.bench.orchestration.runner.run_and_store`, which takes the per-run lock, never
+redoes a finished run and writes the record atomically). An executor
 only decides in which process ``run_and_store`` is called, so every executor resumes the same
 way: rerun the same command and only the missing runs are done. Two executors (or two
 machines) working on the same grid and output directory never run one run twice.
@@ -22,15 +23,15 @@ machines) working on the same grid and output directory never run one run twice.
     ``out/_submitit``. ``SlurmOptions(cluster="local")`` runs the same path on this machine
     through submitit's local executor (tests, dry runs).
 
-``run_function`` (all executors) is a hook for tests and experiments: ``"module:function"``
-or ``"/path/to/file.py:function"`` naming a replacement for :func:`mergecl.bench.orchestration.runner.run_one`
-(same signature: ``(cfg, progress=None) -> record``). It is imported inside each worker, so
-it works across processes where a monkeypatch would not. Leave it ``None`` for real runs.
+``run_function`` (all executors) is the run function injected into the workers — a function,
+``"module:function"`` or ``"/path/to/file.py:function"`` with the signature of
+:func:`mergecl.bench.training.run.run_one` (``(cfg, progress=None) -> RunRecord``); ``None``
+(real runs) means ``run_one``. A string is imported inside each worker, so it works across
+processes and machines; a function travels by reference (it must be importable there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -39,14 +40,14 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mergecl.bench.config.run_config import ConfigError, RunConfig
-from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
+from mergecl.bench.orchestration.store import ResultStore, RunKey
 
 ExecutorName = Literal["local", "ray", "slurm"]
 EXECUTORS: tuple[str, ...] = ("local", "ray", "slurm")
@@ -54,7 +55,8 @@ EXECUTORS: tuple[str, ...] = ("local", "ray", "slurm")
 RAY_MISSING = "--executor ray needs `pip install 'mergecl[ray]'`"
 SUBMITIT_MISSING = "--executor slurm needs `pip install 'mergecl[slurm]'`"
 
-Payload = tuple[dict[str, Any], str, bool, "str | None"]
+RunFunctionSpec = "Callable[..., Any] | str | None"
+Payload = tuple[dict[str, Any], str, bool, Any]
 
 __all__ = [
     "EXECUTORS",
@@ -179,10 +181,6 @@ class ExecutionSummary:
 
 
 # ---------------------------------------------------------------------------- the store's view
-def _key(cfg: RunConfig) -> RunKey:
-    return RunKey(cfg.benchmark, cfg.label or cfg.method, cfg.seed)
-
-
 def _unique(cfgs: Sequence[RunConfig]) -> list[RunConfig]:
     """Drop exact duplicates; refuse two different configs for one record path."""
     seen: dict[RunKey, str] = {}
@@ -190,7 +188,7 @@ def _unique(cfgs: Sequence[RunConfig]) -> list[RunConfig]:
     for cfg in cfgs:
         if not isinstance(cfg, RunConfig):
             raise ConfigError(f"expected RunConfig objects, got {type(cfg).__name__}")
-        key, digest = _key(cfg), config_hash(cfg.hashable())
+        key, digest = RunKey.of(cfg), cfg.digest()
         if key in seen:
             if seen[key] != digest:
                 raise ConfigError(
@@ -210,9 +208,9 @@ def missing_runs(
     or failed, with ``retry_failed``. The result store alone decides."""
     unique = _unique(cfgs)
     store = ResultStore(out)
-    wanted = [(_key(cfg), config_hash(cfg.hashable())) for cfg in unique]
+    wanted = [(RunKey.of(cfg), cfg.digest()) for cfg in unique]
     needed = set(store.missing(wanted, retry_failed=retry_failed))
-    return [cfg for cfg in unique if _key(cfg) in needed]
+    return [cfg for cfg in unique if RunKey.of(cfg) in needed]
 
 
 # ---------------------------------------------------------------------------- resources
@@ -285,21 +283,11 @@ def _load_callable(spec: str) -> Callable[..., dict[str, Any]]:
     return function
 
 
-@contextlib.contextmanager
-def _run_function_override(spec: str | None) -> Iterator[None]:
-    """Within the block, ``mergecl.bench.orchestration.runner.run_one`` is the function named by ``spec``."""
-    if spec is None:
-        yield
-        return
-    from mergecl.bench.orchestration import runner
-
-    function = _load_callable(spec)
-    saved = runner.run_one
-    runner.run_one = function
-    try:
-        yield
-    finally:
-        runner.run_one = saved
+def _resolve_run_function(spec: Any) -> Callable[..., Any] | None:
+    """A run function from its spec: a callable as is, a string imported, None for run_one."""
+    if spec is None or callable(spec):
+        return spec
+    return _load_callable(spec)
 
 
 def _run_payload(payload: Payload, progress: Callable[[int, int], None] | None = None) -> str:
@@ -307,8 +295,8 @@ def _run_payload(payload: Payload, progress: Callable[[int, int], None] | None =
     cfg, out, retry_failed, run_function = payload
     from mergecl.bench.orchestration import runner
 
-    with _run_function_override(run_function):
-        return runner.run_and_store(cfg, out, progress=progress, retry_failed=retry_failed)
+    return runner.run_and_store(cfg, out, run=_resolve_run_function(run_function),
+                                progress=progress, retry_failed=retry_failed)
 
 
 def _init_local_worker(threads: int) -> None:
@@ -356,7 +344,7 @@ class _Grid:
     workers: int | None
     threads_per_run: int | None
     retry_failed: bool
-    run_function: str | None
+    run_function: Any
     reporter: _Reporter
 
     def with_threads(self, threads: int) -> list[RunConfig]:
@@ -383,7 +371,7 @@ class _Reporter:
         """Runs that were locked by another process and have a record by now count as done."""
         store = ResultStore(self.out)
         for cfg in self.locked:
-            status = store.status(_key(cfg), config_hash(cfg.hashable()))
+            status = store.status(RunKey.of(cfg), cfg.digest())
             if status == "done" or (status == "failed" and not retry_failed):
                 self.summary.locked -= 1
                 self.summary.done += 1
@@ -395,8 +383,8 @@ class _Reporter:
             self.locked.append(cfg)
         self.bar.update(1)
         if status == "failed" and not self.quiet:
-            record = ResultStore(self.out).read(_key(cfg)) or {}
-            self.bar.write(f"failed: {_describe(cfg)}: {record.get('error')}")
+            record = ResultStore(self.out).read(RunKey.of(cfg))
+            self.bar.write(f"failed: {_describe(cfg)}: {record.error if record else 'no record'}")
 
     def error(self, cfg: RunConfig, exc: BaseException) -> None:
         message = f"{_describe(cfg)}: {type(exc).__name__}: {exc}"
@@ -417,11 +405,11 @@ def execute(
     ray_address: str | None = None,
     slurm: SlurmOptions | None = None,
     retry_failed: bool = False,
-    run_function: str | None = None,
+    run_function: Callable[..., Any] | str | None = None,
 ) -> ExecutionSummary:
     """Run the missing runs of ``cfgs`` into the store at ``out``; see the module docstring.
 
-    Configs should have been checked with :func:`mergecl.bench.orchestration.runner.validate_run` first; a
+    Configs should have been validated (``bench/config/validation.py``) first; a
     :class:`ConfigError` raised by a run still aborts the grid (queued runs are cancelled).
     """
     if executor not in EXECUTORS:
@@ -435,7 +423,7 @@ def execute(
     unique = _unique(cfgs)
     todo = missing_runs(unique, out, retry_failed=retry_failed)
     summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(todo))
-    if run_function is not None:
+    if isinstance(run_function, str):
         _load_callable(run_function)  # fail here, not in every worker
     bar = tqdm(
         total=len(unique),

@@ -130,7 +130,8 @@ class RunRecord(BaseModel):
         return self.base_label or self.label
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The record as plain Python data (what the store serialises)."""
+        return self.model_dump()
 
 
 # ------------------------------------------------------------------------------ schema docs

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,10 @@ import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+
+from mergecl.bench.config.run_config import RunConfig, json_default
+from mergecl.bench.orchestration.records import RunRecord
+from pydantic import ValidationError
 
 RunStatus = Literal["missing", "stale", "done", "failed"]
 
@@ -57,32 +60,10 @@ class RunKey(NamedTuple):
     label: str
     seed: int
 
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """First 16 hex characters of the sha256 of ``config`` as canonical JSON (sorted keys).
-
-    Tuples hash like lists and ``Path`` objects like their string. NaN/inf are refused.
-    """
-    canonical = json.dumps(
-        config,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_json_default,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _json_default(value: Any) -> Any:
-    """Serialise the few non-JSON types that legitimately occur in configs and records."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    raise TypeError(f"value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+    @classmethod
+    def of(cls, cfg: RunConfig) -> RunKey:
+        """The key of a run config (the one place a key is built from a config)."""
+        return cls(cfg.benchmark, cfg.label or cfg.method, cfg.seed)
 
 
 def _replace_non_finite(value: Any) -> Any:
@@ -98,10 +79,11 @@ def _replace_non_finite(value: Any) -> Any:
     return value
 
 
-def record_to_json(record: Mapping[str, Any]) -> str:
+def record_to_json(record: RunRecord | Mapping[str, Any]) -> str:
     """Strict JSON text of a record (NaN/inf → ``null``, numpy → plain), 2-space indented."""
+    data = record.to_json_dict() if isinstance(record, RunRecord) else record
     return json.dumps(
-        _replace_non_finite(record), indent=2, allow_nan=False, default=_json_default
+        _replace_non_finite(data), indent=2, allow_nan=False, default=json_default
     ) + "\n"
 
 
@@ -297,12 +279,12 @@ class ResultStore:
         seed = _check_seed(key.seed)
         return self.root / benchmark / label / f"seed{seed}.json"
 
-    def read(self, key: RunKey) -> dict[str, Any] | None:
+    def read(self, key: RunKey) -> RunRecord | None:
         """The record of ``key``; ``None`` when missing, or (with a warning) unreadable."""
         return self._read_path(self.path(key))
 
     @staticmethod
-    def _read_path(path: Path) -> dict[str, Any] | None:
+    def _read_path(path: Path) -> RunRecord | None:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -322,7 +304,13 @@ class ResultStore:
                 stacklevel=3,
             )
             return None
-        return record
+        try:
+            return RunRecord.model_validate(record)
+        except ValidationError as exc:
+            warnings.warn(f"ignoring result record {path}: not a run record ({exc.error_count()} "
+                          f"problems, first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})",
+                          stacklevel=3)
+            return None
 
     def status(self, key: RunKey, config_hash: str) -> RunStatus:
         """``missing`` (no readable record, or a record with an unknown status), ``stale``
@@ -330,24 +318,24 @@ class ResultStore:
         record = self.read(key)
         if record is None:
             return "missing"
-        if record.get("config_hash") != config_hash:
+        if record.config_hash != config_hash:
             return "stale"
-        if record.get("status") == "ok":
-            return "done"
-        if record.get("status") == "failed":
-            return "failed"
-        return "missing"
+        return "done" if record.status == "ok" else "failed"
 
-    def write(self, record: Mapping[str, Any]) -> Path:
+    def needs_running(self, key: RunKey, config_hash: str, retry_failed: bool = False) -> bool:
+        """The one rule: a run needs running when its record is missing or stale, or failed
+        and ``retry_failed`` is set."""
+        status = self.status(key, config_hash)
+        return status in ("missing", "stale") or (status == "failed" and retry_failed)
+
+    def write(self, record: RunRecord) -> Path:
         """Store ``record`` atomically at the path given by its benchmark, label and seed.
 
         Leftover temp files of killed writers in that directory are removed first.
         """
-        try:
-            key = RunKey(record["benchmark"], record["label"], record["seed"])
-        except KeyError as exc:
-            raise ValueError(f"record has no {exc.args[0]!r} field; cannot place it") from None
-        target = self.path(key)
+        if not isinstance(record, RunRecord):
+            raise TypeError(f"the store writes RunRecord objects, not {type(record).__name__}")
+        target = self.path(RunKey(record.benchmark, record.label, record.seed))
         remove_leftover_temp_files(target.parent)
         return atomic_write_text(target, record_to_json(record))
 
@@ -407,7 +395,7 @@ class ResultStore:
         self,
         benchmarks: str | Iterable[str] | None = None,
         labels: str | Iterable[str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunRecord]:
         """All readable records (ok and failed), sorted by benchmark, label, seed.
 
         Unreadable files are skipped with a warning; temp and lock files are never read.
@@ -434,7 +422,6 @@ class ResultStore:
             if key in seen:
                 continue
             seen.add(key)
-            status = self.status(key, wanted_hash)
-            if status in ("missing", "stale") or (status == "failed" and retry_failed):
+            if self.needs_running(key, wanted_hash, retry_failed):
                 needed.append(key)
         return needed

@@ -541,3 +541,28 @@ def write_leaderboard(
         atomic_write_text(out_dir / "leaderboard.tex", "\n".join(tex)),
     ]
     return paths + plot_paths + _paper_pages(shown, out_dir, command)
+
+
+def write_grid_leaderboard(out_dir: str | Path, runs: Sequence[Any], grid: Any, command: str,
+                           wall_s: float | None) -> list[Path]:
+    """The page of a grid (``mergecl leaderboard``): the grid's records from the store at
+    ``out_dir``, its benchmarks' summaries and its rows' families, then :func:`write_leaderboard`."""
+    from mergecl.bench.config.validation import method_class
+    from mergecl.bench.orchestration.provenance import cpu_model
+    from mergecl.bench.orchestration.store import ResultStore
+    from mergecl.bench.streams.benchmarks import get_benchmark
+
+    wanted = {(cfg.benchmark, cfg.label, cfg.seed) for cfg in runs}
+    records = [r for r in ResultStore(out_dir).records() if (r.benchmark, r.label, r.seed) in wanted]
+    experiences = {cfg.benchmark: cfg.n_experiences for cfg in runs}
+    summaries = []
+    for name in grid.benchmarks:
+        spec = get_benchmark(name)
+        summaries.append(BenchmarkSummary(
+            name=name, scenario=spec.scenario, headline=spec.headline, description=spec.description,
+            n_experiences=experiences.get(name) or spec.default_experiences))
+    families = {entry.label: method_class(entry.method).family for entry in grid.methods}
+    return write_leaderboard(
+        records, Path(out_dir), title=grid.title or "mergecl leaderboard", command=command,
+        benchmarks=summaries, row_order=[entry.label for entry in grid.methods], families=families,
+        wall_s=wall_s, cpu_model=cpu_model(), seeds=list(grid.seeds))

@@ -48,7 +48,7 @@ from typing import Any
 
 import pytest
 import torch
-from mergecl.bench.orchestration.runner import git_revision
+from mergecl.bench.orchestration.provenance import git_revision
 
 THREADS = 2
 torch.set_num_threads(THREADS)

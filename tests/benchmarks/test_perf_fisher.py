@@ -24,7 +24,7 @@ SPEEDUP_TARGET = 1.0  # the batched path exists to be faster than the loop
 @pytest.mark.benchmark(group="fisher")
 def test_fisher_vmap_vs_loop(benchmark, perf):
     from mergecl.bench.config.run_config import RunConfig
-    from mergecl.bench.orchestration.runner import build_model, build_space_for
+    from mergecl.bench.training.run import build_model, build_space_for
     from mergecl.methods.fisher import diagonal_fisher, diagonal_fisher_loop
 
     cfg = RunConfig(method="pnm", benchmark="split-mnist", threads=2, image_size=32,

@@ -36,7 +36,7 @@ from time import perf_counter
 
 import pytest
 import torch
-from mergecl.bench.orchestration.runner import peak_rss_mb
+from mergecl.bench.orchestration.provenance import peak_rss_mb
 from mergecl.methods import magmax, merging, pnm
 from mergecl.methods.merging import StateDict
 
@@ -115,7 +115,7 @@ class RunningSelection:
 
 # ----------------------------------------------------------------------------- memory probe
 def _maxrss_bytes() -> int:
-    """Peak RSS of this process's address space (``VmHWM``, via :func:`mergecl.bench.orchestration.runner.peak_rss_mb`)
+    """Peak RSS of this process's address space (``VmHWM``, via :func:`mergecl.bench.orchestration.provenance.peak_rss_mb`)
     -- not ``getrusage().ru_maxrss``, which on Linux carries over the high-water mark of the
     pre-exec image, i.e. of the forked parent (pytest)."""
     return int(peak_rss_mb() * 2**20)

@@ -64,7 +64,8 @@ def run_config(method: str, kind: str, data_root: Path | None = None, **override
 
 
 def method_for(cfg: RunConfig, space, built=None):
-    from mergecl.bench.orchestration.runner import _task_batches, method_class, method_params
+    from mergecl.bench.config.validation import method_class
+    from mergecl.bench.training.run import task_batches as _task_batches
     from mergecl.methods.base import MethodContext
 
     if built is not None:
@@ -72,15 +73,16 @@ def method_for(cfg: RunConfig, space, built=None):
         batches = _task_batches(built, cfg)
     else:
         classes, n_classes, scenario, batches = CLASSES, 10, "class-incremental", None
-    context = MethodContext(space=space, classes_per_experience=classes, n_classes=n_classes,
-                            scenario=scenario, head_rule=cfg.head_rule, batches=batches,
-                            seed=cfg.seed, config=cfg,
-                            generator=torch.Generator().manual_seed(cfg.seed + 12345))
-    return method_class(cfg)(method_params(cfg), context)
+    context = MethodContext(space=space, classes_per_experience=tuple(map(tuple, classes)),
+                            n_classes=n_classes, scenario=scenario, loss_mask=cfg.loss_mask,
+                            head_rule=cfg.head_rule, max_steps_per_experience=cfg.max_steps_per_exp,
+                            batches=batches, generator=torch.Generator().manual_seed(cfg.seed + 12345))
+    cls = method_class(cfg.method)
+    return cls(cls.Params(**cfg.params), context)
 
 
 def build_model_and_space(cfg: RunConfig, n_classes: int = 10):
-    from mergecl.bench.orchestration.runner import build_model, build_space_for
+    from mergecl.bench.training.run import build_model, build_space_for
 
     model = build_model(cfg, n_classes)
     return model, build_space_for(cfg, model)

@@ -1,4 +1,4 @@
-"""Stand-ins for ``mergecl.bench.orchestration.runner.run_one`` used by the executor and reliability tests.
+"""Stand-ins for ``mergecl.bench.training.run.run_one`` used by the executor and reliability tests.
 
 They are passed to :func:`mergecl.bench.orchestration.executors.execute` as ``run_function=FAKE_RUN`` (a file path,
 so that spawned pool workers, Ray workers and submitit jobs can import them whatever their
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mergecl.bench.config.run_config import ConfigError, RunConfig
-from mergecl.bench.orchestration.runner import record_identity
+from mergecl.bench.orchestration.records import Host, Metrics, RunRecord
+from mergecl.bench.training.run import record_identity
 
 FAKE_RUN = f"{Path(__file__).resolve()}:fake_run"
 NAN_RUN = f"{Path(__file__).resolve()}:nan_run"
@@ -47,21 +48,14 @@ def _log(cfg: RunConfig, event: str) -> None:
         os.close(fd)
 
 
-def minimal_record(cfg: RunConfig, started_at: str) -> dict[str, Any]:
+def minimal_record(cfg: RunConfig, started_at: str) -> RunRecord:
     acc = round(0.5 + 0.01 * cfg.seed, 4)
-    return {
-        **record_identity(cfg),
-        "acc_matrix": [[acc]],
-        "metrics": {"acc": acc},
-        "host": {"pid": os.getpid(), "threads": cfg.threads},
-        "started_at": started_at,
-        "finished_at": _now(),
-        "status": "ok",
-        "error": None,
-    }
+    return RunRecord(**record_identity(cfg), acc_matrix=[[acc]], metrics=Metrics(acc=acc),
+                     diagnostics={"pid": os.getpid()}, host=Host(threads=cfg.threads),
+                     started_at=started_at, finished_at=_now(), status="ok")
 
 
-def fake_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
+def fake_run(cfg: RunConfig, progress: Any = None) -> RunRecord:
     started_at = _now()
     _log(cfg, "start")
     deadline = time.monotonic() + float(cfg.params.get("sleep_s", 0.0))
@@ -82,7 +76,7 @@ def fake_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
     return minimal_record(cfg, started_at)
 
 
-def nan_run(cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
+def nan_run(cfg: RunConfig, progress: Any = None) -> RunRecord:
     """Train the real strategy; a plugin sets the weights to NaN after the second step."""
     import torch
     from avalanche.benchmarks.scenarios.deprecated.generators import tensors_benchmark
@@ -134,16 +128,16 @@ def quick_config(data_root: str | Path, seed: int = 0) -> RunConfig:
     )
 
 
-def real_quick_record(data_root: str | Path) -> dict[str, Any]:
+def real_quick_record(data_root: str | Path) -> RunRecord:
     """The record of ``seqft`` on ``split-mnist`` with the ``quick`` preset (what ``mergecl run
     --method seqft --benchmark split-mnist --preset quick`` does), run once per test process.
 
     A failing real run fails the test that asked for it: it is never turned into a skip.
     """
     if "record" not in _real_status:
-        from mergecl.bench.orchestration import runner
+        from mergecl.bench.training.run import run_one
 
-        record = runner.run_one(quick_config(data_root))
-        assert record.get("status") == "ok", record.get("error")
+        record = run_one(quick_config(data_root))
+        assert record.ok, record.error
         _real_status["record"] = record
     return _real_status["record"]

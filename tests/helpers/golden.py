@@ -42,13 +42,13 @@ def load() -> dict:
     return json.loads(GOLDEN.read_text())
 
 
-def check(record: dict, method: str, parameterisation: str) -> None:
+def check(record, method: str, parameterisation: str) -> None:
     """Assert the record's matrices equal the committed ones (see the module docstring)."""
     golden = load()
     expected = golden["runs"][f"{method}/{parameterisation}"]
     same_machine = golden["machine"] == machine()
     for key in ("acc_matrix", "til_acc_matrix"):
-        got, want = record[key], expected[key]
+        got, want = getattr(record, key), expected[key]
         if same_machine:
             assert got == want, (key, got, want)
         else:
@@ -66,11 +66,11 @@ def write() -> None:
     for method in METHODS:
         for parameterisation in PARAMETERISATIONS:
             record = quick_run(method, parameterisation=parameterisation)
-            assert record["status"] == "ok", record.get("error")
+            assert record.status == "ok", record.get("error")
             runs[f"{method}/{parameterisation}"] = {
-                "acc_matrix": record["acc_matrix"], "til_acc_matrix": record["til_acc_matrix"],
-                "test_samples_per_experience": 2 * record["config"]["test_per_class"]}
-            print(method, parameterisation, record["metrics"]["acc"])
+                "acc_matrix": record.acc_matrix, "til_acc_matrix": record.til_acc_matrix,
+                "test_samples_per_experience": 2 * record.config["test_per_class"]}
+            print(method, parameterisation, record.metrics.acc)
     GOLDEN.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=1) + "\n")
 
 

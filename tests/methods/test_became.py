@@ -272,7 +272,7 @@ def test_without_fisher_lambda_is_one_over_t_plus_one():
 
 def _run(benchmark, parameterisation, data_root, **extra):
     from mergecl.bench.config.run_config import resolve_run
-    from mergecl.bench.orchestration.runner import run_one
+    from mergecl.bench.training.run import run_one
 
     overrides = {"parameterisation": parameterisation, "data_root": str(data_root),
                  "params": {"fisher_samples": 16, "gpm_samples": 16}, **extra}
@@ -283,22 +283,22 @@ def _run(benchmark, parameterisation, data_root, **extra):
 @pytest.mark.parametrize("parameterisation", ["full", "lora"])
 def test_e2e_split_mnist(parameterisation, data_root):
     record = _run("split-mnist", parameterisation, data_root, batch_size=4, max_steps_per_exp=3)
-    tasks = record["diagnostics"]["per_task"]
-    assert len(tasks) == 5 and len(record["acc_matrix"]) == 5
+    tasks = record.diagnostics["per_task"]
+    assert len(tasks) == 5 and len(record.acc_matrix) == 5
     assert all((t["stable_steps"], t["plastic_steps"]) == (2, 1) for t in tasks)
     assert all(0.0 <= t["merge_coefficient"] <= 1.0 for t in tasks)
     columns = [t["basis_columns"] for t in tasks]
     assert columns == sorted(columns) and columns[0] > 0
     assert tasks[0]["projected_layers"] == 32  # EfficientNet-Lite0: 1x1 convs (not the head)
-    assert 0.0 <= record["metrics"]["acc"] <= 1.0
+    assert 0.0 <= record.metrics.acc <= 1.0
 
 
 @pytest.mark.e2e
 def test_e2e_domain_incremental(data_root):
     record = _run("rotated-mnist", "lora", data_root, n_experiences=2, train_per_class=2,
                   max_steps_per_exp=2)
-    assert record["scenario"] == "domain-incremental"
-    tasks = record["diagnostics"]["per_task"]
+    assert record.scenario == "domain-incremental"
+    tasks = record.diagnostics["per_task"]
     assert [(t["stable_steps"], t["plastic_steps"]) for t in tasks] == [(1, 1), (1, 1)]
     assert all(0.0 <= t["merge_coefficient"] <= 1.0 for t in tasks)
 

@@ -20,31 +20,31 @@ CONVEX = {"pnm", "avg", "coma", "dare", "became", "task-arithmetic"}
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs_offline(method, parameterisation, no_network):
     record = quick_run(method, parameterisation=parameterisation)
-    assert record["status"] == "ok"
-    matrix = record["acc_matrix"]
+    assert record.status == "ok"
+    matrix = record.acc_matrix
     if method == "joint":
         assert len(matrix) == 1 and len(matrix[0]) == 5
-        assert record["upper_bound"] is True
+        assert record.upper_bound is True
     else:
         assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
-        assert len(record["diagnostics"]["per_task"]) == 5
+        assert len(record.diagnostics["per_task"]) == 5
         # CIL: a task never seen scores 0 (argmax over seen classes only)
         assert matrix[0][1:] == [0.0] * 4
     assert all(0.0 <= v <= 1.0 for row in matrix for v in row)
-    til = record["til_acc_matrix"]
+    til = record.til_acc_matrix
     assert til is not None
     # task-incremental accuracy (argmax within the task's classes) is never below CIL's
     assert all(t >= c for t_row, c_row in zip(til, matrix) for t, c in zip(t_row, c_row))
     if method == "joint":
-        assert record["metrics"] == summarize_row(matrix)
+        assert record.metrics.model_dump() == summarize_row(matrix)
     else:
-        assert record["metrics"] == summarize(matrix)
-        assert record["til_metrics"] == summarize(til)
+        assert record.metrics.model_dump() == summarize(matrix)
+        assert record.til_metrics.model_dump() == summarize(til)
     if method in MERGING:
-        values = [task["merge_coefficient"] for task in record["diagnostics"]["per_task"]]
+        values = [task["merge_coefficient"] for task in record.diagnostics["per_task"]]
         high = 1.0 if method in CONVEX else 10.0
         assert all(0.0 <= v <= high for v in values), values
-    assert record["timings"]["train_steps"] > 0
+    assert record.timings.train_steps > 0
     assert not no_network
     golden.check(record, method, parameterisation)  # behaviour unchanged (golden.py)
 
@@ -52,8 +52,8 @@ def test_method_runs_offline(method, parameterisation, no_network):
 @pytest.mark.e2e
 def test_domain_incremental_has_no_til(no_network):
     record = quick_run("avg", benchmark="rotated-mnist")
-    assert record["scenario"] == "domain-incremental"
-    assert record["til_acc_matrix"] is None
+    assert record.scenario == "domain-incremental"
+    assert record.til_acc_matrix is None
     # averaging coefficients are 1/t
-    coefficients = [t["merge_coefficient"] for t in record["diagnostics"]["per_task"]]
+    coefficients = [t["merge_coefficient"] for t in record.diagnostics["per_task"]]
     assert coefficients == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])

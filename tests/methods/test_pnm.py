@@ -108,10 +108,10 @@ def test_one_forward_per_training_step(parameterisation, monkeypatch):
     original = PerturbAndMerge.extra_plugins
     monkeypatch.setattr(PerturbAndMerge, "extra_plugins", lambda self: [*original(self), StepCounter()])
     record = quick_run("pnm", parameterisation=parameterisation, **{"params": {"p_zero": 0.0, "p_plus": 1.0, "p_minus": 0.0}})
-    assert record["status"] == "ok"
-    assert counts["steps"] == record["timings"]["train_steps"] > 0
+    assert record.status == "ok"
+    assert counts["steps"] == record.timings.train_steps > 0
     assert counts["forward_in_steps"] == counts["steps"]
-    assert all(t["perturbed_steps"] == t["steps"] for t in record["diagnostics"]["per_task"])
+    assert all(t["perturbed_steps"] == t["steps"] for t in record.diagnostics["per_task"])
     assert runner  # imported for monkeypatch visibility
 
 
@@ -119,10 +119,10 @@ def test_one_forward_per_training_step(parameterisation, monkeypatch):
 def test_constant_memory_and_list_statistics_agree_in_a_run():
     constant = quick_run("pnm", params={"stats": "constant"})
     stored = quick_run("pnm", params={"stats": "list"})
-    a = [t["merge_coefficient"] for t in constant["diagnostics"]["per_task"]]
-    b = [t["merge_coefficient"] for t in stored["diagnostics"]["per_task"]]
+    a = [t["merge_coefficient"] for t in constant.diagnostics["per_task"]]
+    b = [t["merge_coefficient"] for t in stored.diagnostics["per_task"]]
     assert a == pytest.approx(b, abs=1e-6)
-    assert constant["acc_matrix"] == stored["acc_matrix"]
+    assert constant.acc_matrix == stored.acc_matrix
 
 
 # ------------------------------------------------------------------------------------------

@@ -78,5 +78,5 @@ def test_entry_point_method_runs(tmp_path, monkeypatch):
     from conftest import quick_run
 
     record = quick_run("halfway-ep")
-    assert record["status"] == "ok"
-    assert [t["merge_coefficient"] for t in record["diagnostics"]["per_task"]] == [0.5] * 5
+    assert record.status == "ok"
+    assert [t["merge_coefficient"] for t in record.diagnostics["per_task"]] == [0.5] * 5

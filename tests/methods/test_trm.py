@@ -301,7 +301,7 @@ def test_candidate_before_optimisation_is_the_trained_model(lora):
 
 def _run(benchmark, parameterisation, data_root, params, **extra):
     from mergecl.bench.config.run_config import resolve_run
-    from mergecl.bench.orchestration.runner import run_one
+    from mergecl.bench.training.run import run_one
 
     overrides = {"parameterisation": parameterisation, "data_root": str(data_root),
                  "params": {"samples": 16, "batch_size": 8, **params}, **extra}
@@ -313,21 +313,21 @@ def _run(benchmark, parameterisation, data_root, params, **extra):
 def test_e2e_split_mnist(parameterisation, data_root):
     record = _run("split-mnist", parameterisation, data_root, {"steps": 2},
                   batch_size=4, max_steps_per_exp=3)
-    assert "reconstruction" in record["paper"]
-    tasks = record["diagnostics"]["per_task"]
-    assert len(tasks) == 5 and len(record["acc_matrix"]) == 5
+    assert "reconstruction" in record.paper
+    tasks = record.diagnostics["per_task"]
+    assert len(tasks) == 5 and len(record.acc_matrix) == 5
     assert all(t["checkpoints"] == 3 and t["steps"] == 2 for t in tasks)
     assert tasks[0]["directions"] == ["d1", "d2", "d3", "magmax"]
     assert "consistency" in tasks[1]["objectives_after"]
-    assert 0.0 <= record["metrics"]["acc"] <= 1.0
+    assert 0.0 <= record.metrics.acc <= 1.0
 
 
 @pytest.mark.e2e
 def test_e2e_domain_incremental(data_root):
     record = _run("rotated-mnist", "full", data_root, {"steps": 2, "responsiveness": "entropy"},
                   n_experiences=2, train_per_class=2, max_steps_per_exp=2)
-    assert record["scenario"] == "domain-incremental"
-    tasks = record["diagnostics"]["per_task"]
+    assert record.scenario == "domain-incremental"
+    tasks = record.diagnostics["per_task"]
     assert [t["checkpoints"] for t in tasks] == [2, 2]
     assert "consistency" in tasks[1]["objectives_after"]  # all classes are "seen before"
 

@@ -7,7 +7,6 @@ spawned, Ray and submitit workers use it too). One real end-to-end test per exec
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from fake_runs import FAKE_RUN, minimal_record, quick_config, real_quick_record
-from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.config.run_config import ConfigError, RunConfig, config_hash
 from mergecl.bench.orchestration import executors
 from mergecl.bench.orchestration.executors import (
     ExecutionSummary,
@@ -25,7 +24,8 @@ from mergecl.bench.orchestration.executors import (
     missing_runs,
     plan_local,
 )
-from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
+from mergecl.bench.orchestration.records import RunRecord
+from mergecl.bench.orchestration.store import ResultStore, RunKey
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -54,14 +54,13 @@ def key_name(cfg: RunConfig) -> str:
     return f"{cfg.benchmark}/{cfg.label}/seed{cfg.seed}"
 
 
-def assert_records(out: Path, cfgs: list[RunConfig]) -> list[dict]:
+def assert_records(out: Path, cfgs: list[RunConfig]) -> list[RunRecord]:
     store = ResultStore(out)
     records = []
     for cfg in cfgs:
-        path = store.path(RunKey(cfg.benchmark, cfg.label, cfg.seed))
-        record = json.loads(path.read_text())
-        assert record["status"] == "ok"
-        assert record["config_hash"] == config_hash(cfg.hashable())
+        record = store.read(RunKey.of(cfg))
+        assert record is not None and record.status == "ok"
+        assert record.config_hash == config_hash(cfg.hashable())
         records.append(record)
     assert missing_runs(cfgs, out) == []
     return records
@@ -91,7 +90,7 @@ def check_executor_runs_exactly_the_missing(
     assert summary.complete and not summary.errors
     assert executions(log) == Counter({key_name(c): 1 for c in cfgs})  # nothing twice
     records = assert_records(out, cfgs)
-    assert {r["host"]["pid"] for r in records[1:]}.isdisjoint({os.getpid()})  # ran in workers
+    assert {r.diagnostics["pid"] for r in records[1:]}.isdisjoint({os.getpid()})  # ran in workers
 
     again = execute(cfgs, out, executor=executor, quiet=True, run_function=FAKE_RUN, **options)
     assert (again.submitted, again.done, again.ok) == (0, 3, 0)
@@ -106,8 +105,8 @@ def test_missing_runs_follows_the_store(tmp_path: Path) -> None:
     assert missing_runs(cfgs, out) == cfgs
     store = ResultStore(out)
     store.write(minimal_record(cfgs[0], "t"))  # done
-    store.write({**minimal_record(cfgs[1], "t"), "status": "failed", "error": "x"})  # failed
-    store.write({**minimal_record(cfgs[2], "t"), "config_hash": "0" * 16})  # stale
+    store.write(minimal_record(cfgs[1], "t").model_copy(update={"status": "failed", "error": "x"}))
+    store.write(minimal_record(cfgs[2], "t").model_copy(update={"config_hash": "0" * 16}))  # stale
     assert missing_runs(cfgs, out) == cfgs[2:]
     assert missing_runs(cfgs, out, retry_failed=True) == cfgs[1:]
     assert missing_runs(cfgs + cfgs, out) == cfgs[2:]  # duplicates once, input order
@@ -139,25 +138,22 @@ def test_plan_local_never_oversubscribes() -> None:
 
 
 # ---------------------------------------------------------------------------- local executor
-def test_local_in_process_with_monkeypatched_run_one(tmp_path: Path, monkeypatch) -> None:
-    import mergecl.bench.orchestration.runner
-
+def test_local_in_process_with_an_injected_run_function(tmp_path: Path) -> None:
     calls: list[str] = []
 
-    def run_one(cfg: RunConfig, progress=None) -> dict:
+    def run_one(cfg: RunConfig, progress=None) -> RunRecord:
         calls.append(key_name(cfg))
         if progress:
             progress(1, 1)
         return minimal_record(cfg, "2024-01-01T00:00:00+00:00")
 
-    monkeypatch.setattr(mergecl.bench.orchestration.runner, "run_one", run_one)
     out = tmp_path / "results"
     cfgs = grid(["a", "b"], [0, 1])
-    summary = execute(cfgs, out, workers=1, quiet=True)
+    summary = execute(cfgs, out, workers=1, quiet=True, run_function=run_one)
     assert (summary.ok, summary.done, summary.submitted, summary.workers) == (4, 0, 4, 1)
     assert sorted(calls) == sorted(key_name(c) for c in cfgs)
     assert_records(out, cfgs)
-    again = execute(cfgs, out, workers=1, quiet=True)
+    again = execute(cfgs, out, workers=1, quiet=True, run_function=run_one)
     assert (again.ok, again.done, again.submitted) == (0, 4, 0) and again.complete
     assert len(calls) == 4
 
@@ -174,16 +170,16 @@ def test_local_pool_2x2_grid_then_rerun_skips_done(tmp_path: Path) -> None:
         1,
     )
     records = assert_records(out, cfgs)
-    assert all(r["host"]["threads"] == 1 for r in records)
-    assert os.getpid() not in {r["host"]["pid"] for r in records}  # spawned workers did the work
+    assert all(r.host.threads == 1 for r in records)
+    assert os.getpid() not in {r.diagnostics["pid"] for r in records}  # spawned workers did the work
     assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
 
-    started = {key_name(c): r["started_at"] for c, r in zip(cfgs, records, strict=True)}
+    started = {key_name(c): r.started_at for c, r in zip(cfgs, records, strict=True)}
     again = execute(cfgs, out, workers=2, quiet=True, run_function=FAKE_RUN)
     assert (again.ok, again.done, again.submitted) == (0, 4, 0)
     assert executions(log) == Counter({key_name(c): 1 for c in cfgs})
     assert {
-        key_name(c): r["started_at"] for c, r in zip(cfgs, assert_records(out, cfgs), strict=True)
+        key_name(c): r.started_at for c, r in zip(cfgs, assert_records(out, cfgs), strict=True)
     } == started
 
 
@@ -193,7 +189,7 @@ def test_failed_runs_are_recorded_and_retried_only_on_request(tmp_path: Path) ->
     summary = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN)
     assert (summary.ok, summary.failed) == (1, 1) and summary.complete
     record = ResultStore(out).read(RunKey("toy", "boom", 0))
-    assert record["status"] == "failed" and "RuntimeError: fake run crashed" in record["error"]
+    assert record.status == "failed" and "RuntimeError: fake run crashed" in record.error
     assert execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN).done == 2
     retried = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN, retry_failed=True)
     assert (retried.failed, retried.done, retried.submitted) == (1, 1, 1)
@@ -298,9 +294,9 @@ def _real_grid(data_root: Path) -> list[RunConfig]:
 def _check_real(out: Path, cfgs: list[RunConfig], summary: ExecutionSummary) -> None:
     assert (summary.ok, summary.failed, summary.errors) == (len(cfgs), 0, [])
     for record in assert_records(out, cfgs):
-        n = len(record["acc_matrix"])
-        assert n >= 2 and all(len(row) == n for row in record["acc_matrix"])
-        assert all(0.0 <= a <= 1.0 for row in record["acc_matrix"] for a in row)
+        n = len(record.acc_matrix)
+        assert n >= 2 and all(len(row) == n for row in record.acc_matrix)
+        assert all(0.0 <= a <= 1.0 for row in record.acc_matrix for a in row)
 
 
 @pytest.mark.e2e

@@ -1,5 +1,5 @@
-"""Reliability: kill-and-resume, concurrent writers, non-finite losses, config fuzzing,
-validation messages and determinism."""
+"""The runner (mergecl.bench.orchestration.runner) under stress: kill-and-resume, concurrent
+writers, non-finite losses, determinism, per-run peak memory."""
 
 from __future__ import annotations
 
@@ -14,24 +14,10 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from fake_runs import FAKE_RUN, NAN_RUN, quick_config, real_quick_record
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from mergecl.bench.config.run_config import (
-    GRID_KEYS,
-    RUN_FIELDS,
-    ConfigError,
-    GridConfig,
-    RunConfig,
-    load_yaml,
-    parse_grid,
-    parse_overrides,
-    resolve_run,
-)
+from mergecl.bench.config.run_config import RunConfig
 from mergecl.bench.orchestration.executors import execute, missing_runs
 from mergecl.bench.orchestration.store import ResultStore, RunKey
 
@@ -128,8 +114,8 @@ def test_sigkill_mid_grid_then_rerun_resumes(tmp_path: Path) -> None:
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
 
-    before = {r["seed"]: r for r in read_all_strictly(out)}
-    assert 1 <= len(before) < n and all(r["status"] == "ok" for r in before.values())
+    before = {r.seed: r for r in read_all_strictly(out)}
+    assert 1 <= len(before) < n and all(r.status == "ok" for r in before.values())
     cfgs = slow_grid(log, n, sleep_s)
     assert [c.seed for c in missing_runs(cfgs, out)] == [s for s in range(n) if s not in before]
     store = ResultStore(out)
@@ -146,10 +132,10 @@ def test_sigkill_mid_grid_then_rerun_resumes(tmp_path: Path) -> None:
 
     summary = execute(cfgs, out, workers=1, quiet=True, run_function=FAKE_RUN)
     assert (summary.done, summary.ok, summary.failed) == (len(before), n - len(before), 0)
-    after = {r["seed"]: r for r in read_all_strictly(out)}
+    after = {r.seed: r for r in read_all_strictly(out)}
     assert sorted(after) == list(range(n)) and missing_runs(cfgs, out) == []
     for seed, record in before.items():  # finished runs were not redone
-        assert after[seed]["started_at"] == record["started_at"]
+        assert after[seed].started_at == record.started_at
         assert events(log, "start")[f"toy/slow/seed{seed}"] == 1
     assert all(count == 1 for count in events(log, "end").values()) and len(events(log, "end")) == n
     assert not list(out.rglob("*.tmp"))  # the leftover was cleaned by the next write
@@ -182,11 +168,11 @@ def test_nonfinite_loss_in_a_run_is_recorded_as_failed(tmp_path: Path) -> None:
     summary = execute([cfg], out, workers=1, quiet=True, run_function=FAKE_RUN)
     assert (summary.failed, summary.ok) == (1, 0)
     record = ResultStore(out).read(RunKey("toy", "fake", 0))
-    assert record["status"] == "failed"
+    assert record.status == "failed"
     assert (
-        record["error"] == "NonFiniteLossError: training loss became nan at step 3 (experience 0)"
+        record.error == "NonFiniteLossError: training loss became nan at step 3 (experience 0)"
     )
-    assert record["metrics"] is None and record["acc_matrix"] is None
+    assert record.metrics is None and record.acc_matrix is None
 
 
 def test_nonfinite_loss_in_the_real_training_loop_names_the_step(tmp_path: Path) -> None:
@@ -195,158 +181,11 @@ def test_nonfinite_loss_in_the_real_training_loop_names_the_step(tmp_path: Path)
     summary = execute([cfg], out, workers=1, quiet=True, run_function=NAN_RUN)
     assert summary.failed == 1
     record = ResultStore(out).read(RunKey("toy", "nan", 0))
-    assert record["status"] == "failed"
-    assert record["error"].startswith("NonFiniteLossError: training loss became nan at step 3")
-    assert "NonFiniteLossError" in record["traceback"]
+    assert record.status == "failed"
+    assert record.error.startswith("NonFiniteLossError: training loss became nan at step 3")
+    assert "NonFiniteLossError" in record.traceback
     # a failed run is not retried unless asked
     assert execute([cfg], out, workers=1, quiet=True, run_function=NAN_RUN).done == 1
-
-
-# ---------------------------------------------------------------------------- config fuzzing
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-run_keys = st.sampled_from(RUN_FIELDS) | st.text(max_size=8)
-names = st.sampled_from(["seqft", "pnm", "split-mnist", "rotated-mnist"]) | st.text(max_size=10)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    method=names,
-    benchmark=names,
-    seed=st.integers(-5, 2**40),
-    preset=st.sampled_from(["quick", "default", "paper"]) | st.text(max_size=6),
-    overrides=st.dictionaries(run_keys, json_values, max_size=6),
-    label=st.none() | st.text(max_size=8),
-)
-def test_resolve_run_only_returns_or_raises_config_error(
-    method, benchmark, seed, preset, overrides, label
-) -> None:
-    try:
-        cfg = resolve_run(method, benchmark, seed, preset, overrides=overrides, label=label)
-    except ConfigError:
-        return
-    assert isinstance(cfg, RunConfig)
-
-
-method_entries = names | st.dictionaries(
-    st.sampled_from(["label", "method", "set"]) | st.text(max_size=5), json_values, max_size=3
-)
-near_grids = st.fixed_dictionaries(
-    {
-        "methods": st.lists(method_entries, max_size=3) | json_values,
-        "benchmarks": st.lists(names, max_size=3) | json_values,
-        "seeds": st.lists(st.integers(-2, 5), max_size=3) | json_values,
-    },
-    optional={
-        "preset": json_values,
-        "set": json_values,
-        "title": json_values,
-        "workers": json_values,
-    },
-)
-any_grids = st.dictionaries(
-    st.sampled_from(GRID_KEYS) | st.text(max_size=8), json_values, max_size=5
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=near_grids | any_grids)
-def test_parse_grid_only_returns_or_raises_config_error(data: dict[str, Any]) -> None:
-    try:
-        grid = parse_grid(data)
-    except ConfigError:
-        return
-    assert isinstance(grid, GridConfig) and grid.methods and grid.benchmarks and grid.seeds
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    pairs=st.lists(
-        st.text(max_size=12) | st.builds("{}={}".format, st.text(max_size=6), st.text(max_size=8)),
-        max_size=4,
-    )
-)
-def test_parse_overrides_only_returns_or_raises_config_error(pairs: list[str]) -> None:
-    try:
-        result = parse_overrides(pairs)
-    except ConfigError:
-        return
-    assert isinstance(result, dict)
-
-
-# ---------------------------------------------------------------------------- validation messages
-def test_unknown_key_names_the_accepted_keys() -> None:
-    with pytest.raises(ConfigError) as info:
-        resolve_run("seqft", "split-mnist", 0, "quick", overrides={"learning_rate": 1e-3})
-    assert "learning_rate" in str(info.value) and "accepted keys" in str(info.value)
-    assert "lr" in str(info.value).split("accepted keys:")[1]
-
-
-@pytest.mark.parametrize(
-    "override, field, bound",
-    [
-        ({"epochs": -1}, "epochs", "greater than or equal to 1"),
-        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
-        ({"lr": 0.0}, "lr", "greater than 0"),
-        ({"lr": -1e-3}, "lr", "greater than 0"),
-        ({"head_lr": 0}, "head_lr", "greater than 0"),
-    ],
-)
-def test_out_of_range_values_name_the_field_and_bound(override, field, bound) -> None:
-    with pytest.raises(ConfigError) as info:
-        resolve_run("seqft", "split-mnist", 0, "quick", overrides=override)
-    message = str(info.value)
-    assert (
-        f"{field}:" in message
-        and bound in message
-        and repr(next(iter(override.values()))) in message
-    )
-
-
-def test_literal_fields_name_the_accepted_values() -> None:
-    with pytest.raises(ConfigError, match="'dense' is not accepted; expected 'full' or 'lora'"):
-        resolve_run("seqft", "split-mnist", 0, overrides={"parameterisation": "dense"})
-
-
-def test_unknown_preset_names_the_presets() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'fast'; accepted: default, paper, quick"):
-        resolve_run("seqft", "split-mnist", 0, preset="fast")
-
-
-def test_grid_with_unknown_key_names_the_accepted_keys() -> None:
-    with pytest.raises(
-        ConfigError, match="unknown keys \\['method'\\]; accepted: methods, benchmarks"
-    ):
-        parse_grid({"method": ["seqft"], "benchmarks": ["split-mnist"], "seeds": [0]})
-
-
-def test_malformed_yaml_is_a_config_error(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("methods: [seqft, pnm\nseeds: {0: 1\n")
-    with pytest.raises(ConfigError, match="is not valid YAML"):
-        load_yaml(broken)
-    listing = tmp_path / "list.yaml"
-    listing.write_text(yaml.safe_dump(["seqft", "pnm"]))
-    with pytest.raises(ConfigError, match="must hold a mapping, not list"):
-        load_yaml(listing)
-    binary = tmp_path / "binary.yaml"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ConfigError):
-        load_yaml(binary)
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_yaml(tmp_path / "absent.yaml")
-    assert load_yaml(_write(tmp_path / "empty.yaml", "")) == {}
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
 
 # ---------------------------------------------------------------------------- determinism
@@ -355,13 +194,13 @@ def test_same_seed_and_config_give_the_same_accuracy_matrix(request) -> None:
     pytest.importorskip("timm")
     data_root = request.getfixturevalue("data_root")
     first = real_quick_record(data_root)
-    from mergecl.bench.orchestration.runner import run_one
+    from mergecl.bench.training.run import run_one
 
     second = run_one(quick_config(data_root))
-    assert second["config_hash"] == first["config_hash"]
-    assert second["acc_matrix"] == first["acc_matrix"]
-    assert second["til_acc_matrix"] == first["til_acc_matrix"]
-    assert second["metrics"] == first["metrics"]
+    assert second.config_hash == first.config_hash
+    assert second.acc_matrix == first.acc_matrix
+    assert second.til_acc_matrix == first.til_acc_matrix
+    assert second.metrics == first.metrics
 
 
 def test_pool_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
@@ -388,7 +227,7 @@ def test_pool_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
 def test_peak_rss_is_per_run_not_the_worker_high_water_mark() -> None:
     """A pool worker runs many runs: each record's peak RSS starts from a fresh window."""
     import numpy as np
-    from mergecl.bench.orchestration.runner import peak_rss_mb, reset_peak_rss
+    from mergecl.bench.orchestration.provenance import peak_rss_mb, reset_peak_rss
 
     assert reset_peak_rss()
     before = peak_rss_mb()

@@ -13,16 +13,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mergecl.bench.orchestration.store import ResultStore, RunKey, config_hash
+from mergecl.bench.config.run_config import config_hash
+from mergecl.bench.orchestration.records import RunRecord
+from mergecl.bench.orchestration.store import ResultStore, RunKey
 
 FORK = multiprocessing.get_context("fork")
 DEAD_PID = 2**22 + 4321  # above Linux's maximum pid_max: no such process can exist
 KEY = RunKey("mnist-fmnist", "pnm", 0)
 
 
-def make_record(key: RunKey = KEY, status: str = "ok", hash_: str = "h1", **extra: Any) -> dict:
-    return {"benchmark": key.benchmark, "label": key.label, "seed": key.seed,
-            "status": status, "config_hash": hash_, "metrics": {"acc": 0.5}, **extra}
+def make_record(key: RunKey = KEY, status: str = "ok", hash_: str = "h1", **extra: Any) -> RunRecord:
+    return RunRecord.model_validate({
+        "method": key.label, "benchmark": key.benchmark, "label": key.label, "seed": key.seed,
+        "status": status, "config_hash": hash_, "metrics": {"acc": 0.5}, **extra})
 
 
 @pytest.fixture
@@ -41,38 +44,43 @@ def test_config_hash_is_canonical() -> None:
 
 def test_path_layout_and_round_trip(store: ResultStore) -> None:
     assert store.path(KEY) == store.root / "mnist-fmnist" / "pnm" / "seed0.json"
-    written = store.write(make_record(extra_value=np.float64(0.25), matrix=np.eye(2)))
+    written = store.write(make_record(diagnostics={"value": np.float64(0.25), "matrix": np.eye(2)}))
     assert written == store.path(KEY)
     record = store.read(KEY)
-    assert record is not None
-    assert record["extra_value"] == 0.25 and record["matrix"] == [[1.0, 0.0], [0.0, 1.0]]
+    assert isinstance(record, RunRecord)
+    assert record.diagnostics == {"value": 0.25, "matrix": [[1.0, 0.0], [0.0, 1.0]]}
     assert store.read(RunKey("mnist-fmnist", "pnm", 1)) is None
 
 
 def test_non_finite_numbers_are_written_as_null(store: ResultStore) -> None:
-    store.write(make_record(metrics={"acc": math.nan, "bwt": -math.inf, "aaa": 0.5}))
+    store.write(make_record(metrics={"acc": 0.5, "forgetting": math.nan, "bwt": -math.inf}))
     text = store.path(KEY).read_text()
 
     def refuse(constant: str) -> None:
         raise AssertionError(f"non-standard JSON constant {constant}")
 
     assert json.loads(text, parse_constant=refuse)["metrics"] == {
-        "acc": None, "bwt": None, "aaa": 0.5}
+        "acc": 0.5, "aaa": None, "forgetting": None, "bwt": None}
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("label", "a/b"), ("benchmark", ""), ("label", ".."), ("seed", "0"),
-                         ("seed", True), ("seed", -1)])
+    ("field", "value"), [("label", "a/b"), ("benchmark", ""), ("label", ".."), ("seed", -1)])
 def test_write_refuses_unplaceable_records(store: ResultStore, field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
-        store.write({**make_record(), field: value})
+        store.write(make_record().model_copy(update={field: value}))
 
 
-def test_write_refuses_record_without_key_field(store: ResultStore) -> None:
-    record = make_record()
-    del record["seed"]
-    with pytest.raises(ValueError, match="seed"):
-        store.write(record)
+def test_write_refuses_anything_but_a_run_record(store: ResultStore) -> None:
+    with pytest.raises(TypeError, match="RunRecord"):
+        store.write(make_record().to_json_dict())  # type: ignore[arg-type]
+
+
+def test_a_file_that_is_not_a_run_record_reads_as_none_with_a_warning(store: ResultStore) -> None:
+    path = store.path(KEY)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"benchmark": "mnist-fmnist", "label": "pnm", "seed": 0}')
+    with pytest.warns(UserWarning, match="not a run record"):
+        assert store.read(KEY) is None
 
 
 def test_crash_during_replace_keeps_the_old_record(
@@ -87,9 +95,9 @@ def test_crash_during_replace_keeps_the_old_record(
     with pytest.raises(OSError, match="simulated"):
         store.write(make_record(hash_="new"))
     monkeypatch.undo()
-    assert store.read(KEY)["config_hash"] == "old"
+    assert store.read(KEY).config_hash == "old"
     assert [p.name for p in store.path(KEY).parent.iterdir()] == ["seed0.json"]
-    assert [r["config_hash"] for r in store.records()] == ["old"]
+    assert [r.config_hash for r in store.records()] == ["old"]
 
 
 def test_killed_writer_leftovers_are_ignored_then_cleaned(store: ResultStore) -> None:
@@ -109,7 +117,7 @@ def test_killed_writer_leftovers_are_ignored_then_cleaned(store: ResultStore) ->
         f".seed3.json.{socket.gethostname().replace('.', '_')}.{DEAD_PID}.f00d.tmp")
     same_host_dead.write_text("{")
 
-    assert [r["seed"] for r in store.records()] == [0]
+    assert [r.seed for r in store.records()] == [0]
     assert store.read(RunKey(KEY.benchmark, KEY.label, 1)) is None
 
     store.write(make_record(RunKey(KEY.benchmark, KEY.label, 4)))
@@ -140,8 +148,10 @@ def test_status(store: ResultStore) -> None:
     store.write(make_record(status="failed", hash_="h1"))
     assert store.status(KEY, "h1") == "failed"
     assert store.status(KEY, "h2") == "stale"
-    store.write(make_record(status="weird", hash_="h1"))
-    assert store.status(KEY, "h1") == "missing"
+    weird = make_record(hash_="h1").to_json_dict() | {"status": "weird"}
+    store.path(KEY).write_text(json.dumps(weird))  # not a run record: ignored
+    with pytest.warns(UserWarning, match="not a run record"):
+        assert store.status(KEY, "h1") == "missing"
 
 
 def test_missing(store: ResultStore) -> None:
@@ -162,9 +172,9 @@ def test_records_filters_and_skips_temp_and_lock_files(store: ResultStore) -> No
     with store.try_lock(RunKey("b1", "x", 0)):
         pass
     (store.root / "b1" / "x" / "notes.txt").write_text("not a record")
-    keys = [(r["benchmark"], r["label"], r["seed"]) for r in store.records()]
+    keys = [(r.benchmark, r.label, r.seed) for r in store.records()]
     assert keys == [("b1", "x", 0), ("b1", "y", 2), ("b1", "y", 10), ("b2", "x", 1)]
-    assert [r["seed"] for r in store.records(benchmarks="b1", labels=["y"])] == [2, 10]
+    assert [r.seed for r in store.records(benchmarks="b1", labels=["y"])] == [2, 10]
     assert store.records(benchmarks=["nope"]) == []
     assert ResultStore(store.root / "absent").records() == []
 

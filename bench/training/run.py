@@ -1,0 +1,203 @@
+"""Run one configuration: build the stream, the model and the strategy, train, merge, evaluate.
+
+After every experience the model is evaluated on **all** test experiences, which gives the
+full class-incremental accuracy matrix R[i][j] and, from the same forward passes, the
+task-incremental one. ``joint`` trains once on the union of the stream and yields one row.
+The result is a :class:`~mergecl.bench.orchestration.records.RunRecord`. The config is
+trusted: it was validated once, before the grid started (``bench/config/validation.py``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from time import perf_counter
+
+import numpy as np
+import torch
+from mergecl.bench.config.run_config import RunConfig, config_hash
+from mergecl.bench.orchestration import provenance
+from mergecl.bench.orchestration.records import SCHEMA_VERSION, Host, Metrics, RunRecord, Timings
+from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark
+from torch import Tensor
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- building
+def task_batches(built: BuiltBenchmark, cfg: RunConfig):
+    """``batches(task, max_samples, batch_size)``: a task's training data in a seeded order (the
+    methods' statistics — Fisher, GPM bases, TRM's objectives — read it)."""
+
+    def batches(task: int, max_samples: int | None = None, batch_size: int | None = None) -> Iterable[tuple[Tensor, Tensor]]:
+        size = batch_size or cfg.batch_size
+        if built.train_tensors is not None:
+            x, y = built.train_tensors[task]
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + task)
+            order = torch.randperm(len(y), generator=gen)
+            if max_samples is not None:
+                order = order[:max_samples]
+            for start in range(0, len(order), size):
+                idx = order[start:start + size]
+                yield x[idx], y[idx]
+            return
+        from torch.utils.data import DataLoader
+
+        dataset = built.train_stream[task].dataset.eval()
+        seen = 0
+        for batch in DataLoader(dataset, batch_size=size, shuffle=False):
+            x, y = batch[0], batch[1]
+            if max_samples is not None and seen + len(y) > max_samples:
+                x, y = x[: max_samples - seen], y[: max_samples - seen]
+            seen += len(y)
+            yield x, y
+            if max_samples is not None and seen >= max_samples:
+                return
+
+    return batches
+
+
+def build_model(cfg: RunConfig, n_classes: int):
+    from mergecl.bench.training.models import build_backbone
+
+    return build_backbone(
+        cfg.backbone, num_classes=n_classes, weights=cfg.weights, image_size=cfg.image_size,
+        head_init=cfg.head_init, channels_last=cfg.channels_last, freeze_bn=cfg.freeze_bn,
+    )
+
+
+def build_space_for(cfg: RunConfig, model: torch.nn.Module):
+    from mergecl.bench.training.models import default_lora_targets
+    from mergecl.methods.parameterisation import build_space
+
+    targets = cfg.lora_targets or default_lora_targets(cfg.backbone)
+    return build_space(model, cfg.parameterisation, targets=targets, rank=cfg.lora_rank,
+                       alpha=cfg.lora_alpha, kv_only=cfg.lora_kv_only,
+                       generator=torch.Generator().manual_seed(cfg.seed + 777))
+
+
+def union_stream(built: BuiltBenchmark):
+    """One training experience holding every experience's training data (for ``joint``)."""
+    if built.train_tensors is not None:
+        from avalanche.benchmarks.scenarios.deprecated.generators import tensors_benchmark
+
+        x = torch.cat([t[0] for t in built.train_tensors])
+        y = torch.cat([t[1] for t in built.train_tensors])
+        scenario = tensors_benchmark(train_tensors=[(x, y)], test_tensors=[(x[:1], y[:1])],
+                                     task_labels=[0], complete_test_set_only=False)
+        return scenario.train_stream, [(x, y)]
+    from avalanche.benchmarks import benchmark_from_datasets
+
+    datasets = [exp.dataset for exp in built.train_stream]
+    union = datasets[0].concat(datasets[1]) if len(datasets) > 1 else datasets[0]
+    for extra in datasets[2:]:
+        union = union.concat(extra)
+    return benchmark_from_datasets(train=[union]).train_stream, None
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunRecord:
+    """Train and evaluate one run; return its record (status ``ok``). Exceptions propagate."""
+    from mergecl.bench.config.validation import method_class
+    from mergecl.bench.reporting.metrics import summarize, summarize_row
+    from mergecl.bench.training.strategy import AccuracyCollector, MergeCLStrategy
+    from mergecl.methods.base import MethodContext
+
+    started_at, t_start = provenance.now(), perf_counter()
+    provenance.reset_peak_rss()  # peak_rss_mb: this run's peak, not the (pool) process's so far
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    cls = method_class(cfg.method)
+    params = cls.Params(**cfg.params)
+
+    built = build_benchmark(cfg)
+    model = build_model(cfg, built.n_classes).to(cfg.device)
+    space = build_space_for(cfg, model)
+    context = MethodContext(
+        space=space, classes_per_experience=tuple(map(tuple, built.classes_per_experience)),
+        n_classes=built.n_classes, scenario=built.scenario, loss_mask=cfg.loss_mask,
+        head_rule=cfg.head_rule, max_steps_per_experience=cfg.max_steps_per_exp,
+        batches=task_batches(built, cfg), generator=torch.Generator().manual_seed(cfg.seed + 12345),
+    )
+    method = cls(params, context)
+    task_incremental = built.scenario == "class-incremental"
+    collector = AccuracyCollector(built.classes_per_experience, built.n_classes, task_incremental)
+    n_exp = built.n_experiences
+
+    train_stream, train_tensors = built.train_stream, built.train_tensors
+    loss_classes = built.classes_per_experience
+    if cls.upper_bound:
+        train_stream, train_tensors = union_stream(built)
+        loss_classes = [sorted({c for group in built.classes_per_experience for c in group})]
+
+    strategy = MergeCLStrategy(
+        model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr), config=cfg,
+        classes_per_experience=loss_classes, n_classes=built.n_classes, train_tensors=train_tensors,
+        test_tensors=built.test_tensors, plugins=[method, *method.extra_plugins(), collector],
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+    cil_rows: list[list[float]] = []
+    til_rows: list[list[float]] = []
+    eval_seconds = 0.0
+    n_train = len(train_stream)
+    for i, experience in enumerate(train_stream):
+        strategy.train(experience)
+        seen_task = n_exp - 1 if cls.upper_bound else i
+        collector.start_row(context.seen_classes(seen_task))
+        t_eval = perf_counter()
+        strategy.eval(built.test_stream)
+        eval_seconds += perf_counter() - t_eval
+        cil, til = collector.row(n_exp)
+        cil_rows.append(cil)
+        if til is not None:
+            til_rows.append(til)
+        if progress:
+            progress(i + 1, n_train)
+
+    summary = summarize_row if cls.upper_bound else summarize
+    metrics = summary(cil_rows[0] if cls.upper_bound else cil_rows)
+    til_metrics = (summary(til_rows[0] if cls.upper_bound else til_rows) if til_rows else None)
+    return RunRecord(
+        **record_identity(cfg),
+        schema_version=SCHEMA_VERSION,
+        paper=cls.paper,
+        scenario=built.scenario,
+        class_order=built.class_order,
+        classes_per_experience=built.classes_per_experience,
+        upper_bound=bool(cls.upper_bound),
+        acc_matrix=cil_rows,
+        til_acc_matrix=til_rows or None,
+        metrics=Metrics(**metrics),
+        til_metrics=Metrics(**til_metrics) if til_metrics else None,
+        diagnostics={**method.diagnostics(), **({"benchmark": built.info} if built.info else {})},
+        timings=Timings(train_s=round(strategy.train_seconds, 3), train_steps=strategy.train_steps,
+                        eval_s=round(eval_seconds, 3), merge_s=round(method.merge_seconds, 3),
+                        total_s=round(perf_counter() - t_start, 3)),
+        peak_rss_mb=round(provenance.peak_rss_mb(), 1),
+        versions=provenance.library_versions(),
+        git_rev=provenance.git_revision(),
+        host=Host(cpus=provenance.cpus(), threads=cfg.threads, cpu_model=provenance.cpu_model()),
+        started_at=started_at,
+        finished_at=provenance.now(),
+        status="ok",
+    )
+
+
+def record_identity(cfg: RunConfig) -> dict:
+    """The fields that say which run a record is, shared by every record writer: who ran what
+    (method, label, benchmark, seed, preset, parameterisation), the resolved config and its hash
+    (a record whose hash differs from the requested config's is stale)."""
+    return {
+        "method": cfg.method, "label": cfg.label or cfg.method, "benchmark": cfg.benchmark,
+        "seed": cfg.seed, "preset": cfg.preset, "parameterisation": cfg.parameterisation,
+        "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg.hashable()),
+    }
