@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--plugins", action="append", default=[], metavar="FILE.py")
     sub.add_parser("benchmarks", help="list benchmarks and whether their data is present")
 
+    trajectories = sub.add_parser("trajectories", help="size of the trajectory store (trained states "
+                                  "shared between runs), or --clean to empty it")
+    trajectories.add_argument("--dir", default=None, help="the store (default: $MERGECL_TRAJECTORIES "
+                              "or ~/.cache/mergecl/trajectories)")
+    trajectories.add_argument("--clean", action="store_true", help="delete every stored trajectory")
+
     data = sub.add_parser("data", help="prepare offline datasets")
     data.add_argument("action", choices=["prepare", "status"])
     data.add_argument("--data-root", default=None)
@@ -249,13 +255,30 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     _load_plugins(args.plugins)
+    from mergecl.methods.base import tunables
+
     rows = []
     for name in available():
         cls = get_method(name)
         hyper = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items()) or "—"
-        rows.append([name, cls.paper, "/".join(cls.parameterisations), hyper])
-    print(tabulate(rows, headers=["method", "paper", "parameterisations", "hyper-parameters (defaults)"],
+        spaces = tunables(cls.Params)
+        tuned = "; ".join(f"{k} ∈ {v}" for k, v in spaces.items()) or "—"
+        rows.append([name, cls.family, cls.timing, cls.paper, "/".join(cls.parameterisations), hyper, tuned])
+    print(tabulate(rows, headers=["method", "family", "timing", "paper", "parameterisations",
+                                  "hyper-parameters (defaults)", "tunable (search space)"],
                    tablefmt="github"))
+    return 0
+
+
+def cmd_trajectories(args: argparse.Namespace) -> int:
+    from mergecl.bench.training.trajectories import TrajectoryStore
+
+    store = TrajectoryStore(args.dir)
+    size = store.size()
+    print(f"trajectory store {store.root}: {size['trajectories']} trajectories, {size['steps']} "
+          f"trained states, {size['bytes'] / 2**20:.1f} MiB")
+    if args.clean:
+        print(f"deleted {store.clean() / 2**20:.1f} MiB")
     return 0
 
 
@@ -308,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "leaderboard":
             return cmd_leaderboard(args, argv)
         handlers = {"table": cmd_table, "plot": cmd_plot, "methods": cmd_methods,
-                    "benchmarks": cmd_benchmarks, "data": cmd_data, "new-method": cmd_new_method}
+                    "benchmarks": cmd_benchmarks, "data": cmd_data, "new-method": cmd_new_method,
+                    "trajectories": cmd_trajectories}
         return handlers[args.command](args)
     except ConfigError as exc:
         print(f"mergecl: error: {exc}", file=sys.stderr)

@@ -91,6 +91,27 @@ class ParameterSpace(ABC):
         ``state`` without changing it (LoRA: the adapters are overridden with B = 0)."""
         return dict(state)
 
+    @torch.no_grad()
+    def training_state(self) -> StateDict:
+        """Copies of every parameter training can change or that a task starts from (full:
+        the trainable parameters; LoRA: base weights, adapters and head): loading it back
+        leaves the model exactly as it was."""
+        params = self.parameters_by_name()
+        return {name: params[name].detach().clone() for name in self.training_names()}
+
+    @torch.no_grad()
+    def load_training_state(self, state: StateDict) -> None:
+        """Restore :meth:`training_state` exactly."""
+        params = self.parameters_by_name()
+        if set(state) != set(self.training_names()):
+            raise ValueError("training state does not match this parameter space "
+                             f"({sorted(set(state) ^ set(self.training_names()))[:5]})")
+        for name, value in state.items():
+            params[name].copy_(value)
+
+    def training_names(self) -> list[str]:
+        return self.names
+
     def generator_state(self) -> Tensor | None:
         """State of the space's random stream (LoRA adapter restarts), for exact resumption."""
         return None
@@ -228,6 +249,12 @@ class LoraSpace(ParameterSpace):
         if any(m.lora_B[self.adapter].weight.abs().sum() > 0 for m in self.lora_layers.values()):
             self.load_effective_state(self.effective_state())
         self.reset_adapters()
+
+    def training_names(self) -> list[str]:
+        names = [f"{n}.base_layer.weight" for n in self.lora_layers]
+        for n in self.lora_layers:
+            names += [f"{n}.lora_A.{self.adapter}.weight", f"{n}.lora_B.{self.adapter}.weight"]
+        return names + self.head_names
 
     def functional_parameters(self, state: StateDict) -> StateDict:
         out = dict(state)

@@ -76,6 +76,8 @@ def _isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("mergecl-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MERGECL_CACHE", str(cache))
+        mp.setenv("MERGECL_FEATURES", str(tmp_path_factory.mktemp("mergecl-features")))
+        mp.setenv("MERGECL_TRAJECTORIES", str(tmp_path_factory.mktemp("mergecl-trajectories")))
         mp.delenv("MERGECL_DATA", raising=False)
         yield cache
 

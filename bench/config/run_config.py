@@ -78,6 +78,9 @@ class RunConfig(BaseModel):
     head_init: Literal["zero", "timm"] = "zero"
     freeze_bn: bool = True
     channels_last: bool = True
+    frozen_blocks: int | None = Field(
+        None, ge=0, le=64, description="freeze the stem and the first k backbone stages and compute "
+        "their features once per image (docs/protocol.md); None: train the whole backbone")
     lora_rank: int = Field(8, ge=1, le=1024)
     lora_alpha: float = Field(16.0, gt=0)
     lora_targets: list[str] | None = None
@@ -109,6 +112,8 @@ class RunConfig(BaseModel):
     # execution
     threads: int = Field(1, ge=1, le=256)
     device: str = "cpu"
+    trajectories: str = Field("auto", description="trajectory store: auto ($MERGECL_TRAJECTORIES or "
+                              "~/.cache/mergecl/trajectories), off, or a directory")
 
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -146,7 +151,8 @@ class RunConfig(BaseModel):
         return config_hash(self.hashable())
 
 
-EXECUTION_FIELDS: tuple[str, ...] = ("threads", "device", "data_root", "download", "preset", "label")
+EXECUTION_FIELDS: tuple[str, ...] = ("threads", "device", "data_root", "download", "preset", "label",
+                                     "trajectories")
 """Fields that say where and how a run executes, not what it computes (not hashed)."""
 
 

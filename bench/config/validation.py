@@ -77,7 +77,11 @@ def validate_run(cfg: RunConfig, check_data: bool = True) -> None:
         raise ConfigError(
             f"method {cfg.method!r} does not support parameterisation {cfg.parameterisation!r}; "
             f"accepted: {', '.join(cls.parameterisations)}")
-    get_benchmark(cfg.benchmark)
+    spec = get_benchmark(cfg.benchmark)
+    spec.check(cfg.n_experiences)
+    if cfg.frozen_blocks is not None and not spec.offline:
+        raise ConfigError(f"frozen_blocks={cfg.frozen_blocks} needs an in-memory benchmark; "
+                          f"{cfg.benchmark!r} streams images from disk (accepted: frozen_blocks: null)")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device {cfg.device!r} not accepted; use cpu or cuda[:N]")
     if check_data:

@@ -18,15 +18,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from mergecl.bench.config.run_config import ConfigError, RunConfig
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Scenario = Literal["class-incremental", "domain-incremental"]
-TensorPair = tuple[Tensor, Tensor]
+TensorPair = tuple["Tensor", "Tensor"]
 
 
 @dataclass
@@ -66,10 +67,27 @@ class BenchmarkSpec:
     build: Callable[[RunConfig], BuiltBenchmark]
     offline: bool = True
     headline: Headline = "acc"
+    classes: int | None = None
+    """Classes of a class-incremental stream (its experience count must divide them)."""
+    fixed_experiences: bool = False
+
+    def check(self, n_experiences: int | None) -> None:
+        """Refuse an experience count this benchmark cannot build (before any training)."""
+        if n_experiences is None:
+            return
+        if self.fixed_experiences and n_experiences != self.default_experiences:
+            raise ConfigError(f"{self.name} has exactly {self.default_experiences} experiences; "
+                              f"got n_experiences={n_experiences}")
+        if self.classes is not None and self.classes % n_experiences:
+            valid = [d for d in range(1, self.classes + 1) if self.classes % d == 0]
+            raise ConfigError(f"{self.name}: n_experiences={n_experiences} does not divide "
+                              f"{self.classes} classes; accepted: {valid}")
 
 
-def _subsample_per_class(y: Tensor, per_class: int | None, generator: torch.Generator) -> Tensor:
+def _subsample_per_class(y: Tensor, per_class: int | None, generator: Any) -> Tensor:
     """Indices of up to ``per_class`` examples of every class, chosen with ``generator``."""
+    import torch
+
     if per_class is None:
         return torch.arange(len(y))
     chosen = []
@@ -107,6 +125,8 @@ def _class_incremental(
     name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
     n_experiences: int, cfg: RunConfig, class_order: list[int] | None = None,
 ) -> BuiltBenchmark:
+    import torch
+
     n_classes = int(max(y_train.max(), y_test.max()).item()) + 1
     if n_classes % n_experiences:
         valid = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
@@ -135,6 +155,14 @@ def _class_incremental(
     )
 
 
+def with_tensors(built: BuiltBenchmark, train: list[TensorPair], test: list[TensorPair]) -> BuiltBenchmark:
+    """The same benchmark over other tensors of the same samples (e.g. a frozen prefix's
+    features), its Avalanche streams rebuilt over them."""
+    from dataclasses import replace
+
+    return _finish(replace(built, train_tensors=list(train), test_tensors=list(test)))
+
+
 def _finish(built: BuiltBenchmark) -> BuiltBenchmark:
     scenario = _avalanche_stream(built.train_tensors or [], built.test_tensors or [])
     built.train_stream = scenario.train_stream
@@ -153,6 +181,8 @@ def _split(dataset: str, name: str) -> Callable[[RunConfig], BuiltBenchmark]:
 
 def _build_mnist_fmnist(cfg: RunConfig) -> BuiltBenchmark:
     """MNIST (classes 0-9) then Fashion-MNIST (classes 10-19) as one 20-class stream."""
+    import torch
+
     parts = {}
     for split in ("train", "test"):
         xm, ym = _load_split("mnist", split, cfg)
@@ -185,6 +215,8 @@ def _build_rotated_mnist(cfg: RunConfig) -> BuiltBenchmark:
     Every experience draws its own per-class subset of the training set (seeded), so domains
     do not share images.
     """
+    import torch
+
     n_exp = cfg.n_experiences or 5
     x_tr, y_tr = _load_split("mnist", "train", cfg)
     x_te, y_te = _load_split("mnist", "test", cfg)
@@ -209,13 +241,13 @@ OFFLINE_BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in [
         BenchmarkSpec("split-mnist", "class-incremental", "MNIST, 5 experiences x 2 classes",
-                      ("mnist",), 5, _split("mnist", "split-mnist"), headline="til_acc"),
+                      ("mnist",), 5, _split("mnist", "split-mnist"), headline="til_acc", classes=10),
         BenchmarkSpec("split-fmnist", "class-incremental", "Fashion-MNIST, 5 experiences x 2 classes",
                       ("fashion-mnist",), 5, _split("fashion-mnist", "split-fmnist"),
-                      headline="til_acc"),
+                      headline="til_acc", classes=10),
         BenchmarkSpec("mnist-fmnist", "class-incremental",
                       "MNIST then Fashion-MNIST as one 20-class stream, 2 experiences x 10 classes",
-                      ("mnist", "fashion-mnist"), 2, _build_mnist_fmnist),
+                      ("mnist", "fashion-mnist"), 2, _build_mnist_fmnist, fixed_experiences=True),
         BenchmarkSpec("rotated-mnist", "domain-incremental",
                       "MNIST digits under rotations 0/30/60/90/120 degrees, 5 experiences",
                       ("mnist",), 5, _build_rotated_mnist),
@@ -225,14 +257,17 @@ OFFLINE_BENCHMARKS: dict[str, BenchmarkSpec] = {
 _PAPER_NAME = re.compile(r"^(?P<dataset>[a-z0-9-]+?)-(?P<n>\d+)$")
 
 
+PAPER_DATASET_NAMES: tuple[str, ...] = ("imagenet-r", "imagenet-a", "cub200", "cifar100", "domainnet")
+"""The datasets of ``bench/streams/paper_datasets.py`` (listed here so that naming them needs
+no torch import; tests/bench/streams/test_benchmarks.py checks the two agree)."""
+
+
 def _paper_spec(name: str) -> BenchmarkSpec | None:
-    try:
-        from mergecl.bench.streams.paper_datasets import PAPER_DATASETS, build_paper_benchmark
-    except ImportError:  # pragma: no cover - module always shipped
-        return None
     match = _PAPER_NAME.match(name)
-    if not match or match["dataset"] not in PAPER_DATASETS:
+    if not match or match["dataset"] not in PAPER_DATASET_NAMES:
         return None
+    from mergecl.bench.streams.paper_datasets import build_paper_benchmark
+
     dataset, n_exp = match["dataset"], int(match["n"])
 
     def build(cfg: RunConfig) -> BuiltBenchmark:
@@ -251,11 +286,7 @@ def _paper_spec(name: str) -> BenchmarkSpec | None:
 
 
 def paper_benchmark_names() -> list[str]:
-    try:
-        from mergecl.bench.streams.paper_datasets import PAPER_DATASETS
-    except ImportError:  # pragma: no cover
-        return []
-    return [f"{name}-N" for name in PAPER_DATASETS]
+    return [f"{name}-N" for name in PAPER_DATASET_NAMES]
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:

@@ -40,9 +40,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from mergecl.bench.caches import atomic_torch_save, cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DATASETS",
@@ -159,8 +162,7 @@ def _spec(dataset: str) -> DatasetSpec:
 
 def default_cache_dir() -> Path:
     """``$MERGECL_CACHE`` if set, else ``~/.cache/mergecl/data`` (read at call time)."""
-    env = os.environ.get(ENV_CACHE)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mergecl" / "data"
+    return cache_dir("data")
 
 
 def _cache(cache_dir) -> Path:
@@ -465,6 +467,8 @@ def _tensor_cache_path(cache: Path, spec: DatasetSpec, split: str, image_size: i
 
 
 def _resize_u8(x: torch.Tensor, size: int, batch: int = 512) -> torch.Tensor:
+    import torch
+
     """N×H×W uint8 → N×1×size×size uint8, bilinear + antialias, in batches."""
     n = x.shape[0]
     if x.shape[-1] == size and x.shape[-2] == size:
@@ -479,19 +483,6 @@ def _resize_u8(x: torch.Tensor, size: int, batch: int = 512) -> torch.Tensor:
     return out
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_tensors(
     dataset: DatasetName,
     split: Split,
@@ -499,7 +490,7 @@ def load_tensors(
     image_size: int = 32,
     channels: int = 3,
     cache_dir=None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels of one split, resized to ``image_size``.
 
@@ -513,6 +504,9 @@ def load_tensors(
     call costs one file read. The raw files are verified before the cache is built; the cache
     is shared across roots because the raw files must be the public dataset byte for byte.
     """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     spec = _spec(dataset)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
@@ -546,7 +540,7 @@ def load_tensors(
             "x": _resize_u8(ds.data, int(image_size)),
             "y": ds.targets.to(torch.int64).clone(),
         }
-        _atomic_torch_save(blob, path)
+        atomic_torch_save(blob, path)
     x, y = blob["x"], blob["y"]
     if dtype != torch.uint8:
         x = x.to(dtype).div_(255.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
     "BACKBONES",
     "BackbonePreset",
     "ClassifierModel",
+    "FrozenPrefix",
+    "split_frozen_prefix",
     "WeightsUnavailableError",
     "build_backbone",
     "default_lora_targets",
@@ -134,6 +137,7 @@ class ClassifierModel(nn.Module):
         self.image_size = image_size
         self.weights_source = weights_source
         self.load_report = load_report or {}
+        self.input_is_features = False
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
         # non-persistent: not part of the state dict that merging methods see
@@ -168,6 +172,10 @@ class ClassifierModel(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_is_features:  # the frozen prefix already ran (split_frozen_prefix)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.backbone(x)
         return self.backbone(self.prepare_input(x))
 
     def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,6 +188,52 @@ class ClassifierModel(nn.Module):
             f"name={self.name!r}, num_classes={self.num_classes}, weights={self.weights_source!r}, "
             f"freeze_bn={self.freeze_bn}"
         )
+
+
+class FrozenPrefix(nn.Module):
+    """The stem and the first ``k`` stages of a backbone, frozen (eval mode, no gradients):
+    images in, the features the rest of the backbone takes (see :func:`split_frozen_prefix`)."""
+
+    def __init__(self, classifier: ClassifierModel, layers: nn.Sequential, frozen_blocks: int) -> None:
+        super().__init__()
+        self.prepare_input = classifier.prepare_input
+        self.layers = layers
+        self.frozen_blocks = frozen_blocks
+        for parameter in self.layers.parameters():
+            parameter.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenPrefix:  # always in eval mode (frozen BN)
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.prepare_input(x)).contiguous()
+
+
+def split_frozen_prefix(model: ClassifierModel, frozen_blocks: int) -> FrozenPrefix:
+    """Cut ``model`` after its stem and first ``frozen_blocks`` stages (timm EfficientNet-style
+    ``conv_stem``/``bn1``/``blocks``): return the frozen prefix, and leave in ``model`` only the
+    rest, which from now on takes the prefix's features as input. The prefix's parameters are
+    no longer the model's: nothing trains or merges them.
+
+    A protocol choice for CPU scale (docs/protocol.md): the prefix runs once per image, the
+    training steps run only the rest."""
+    backbone = model.backbone
+    if not all(hasattr(backbone, name) for name in ("conv_stem", "bn1", "blocks")):
+        raise ValueError(f"frozen_blocks needs a backbone with conv_stem, bn1 and blocks "
+                         f"(timm EfficientNet family); {model.name or type(backbone).__name__} has not")
+    stages = len(backbone.blocks)
+    if not 0 <= frozen_blocks <= stages:
+        raise ValueError(f"frozen_blocks={frozen_blocks} is outside [0, {stages}] for {model.name}")
+    layers = nn.Sequential(backbone.conv_stem, backbone.bn1, *backbone.blocks[:frozen_blocks])
+    prefix = FrozenPrefix(model, layers, frozen_blocks)
+    backbone.conv_stem = nn.Identity()
+    backbone.bn1 = nn.Identity()
+    backbone.blocks = nn.Sequential(OrderedDict(  # keep the stages' names (blocks.5, blocks.6)
+        (str(i), backbone.blocks[i]) for i in range(frozen_blocks, stages)))
+    model.input_is_features = True
+    return prefix
 
 
 # --------------------------------------------------------------------------- state dicts

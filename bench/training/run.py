@@ -17,8 +17,16 @@ import numpy as np
 import torch
 from mergecl.bench.config.run_config import RunConfig, config_hash
 from mergecl.bench.orchestration import provenance
-from mergecl.bench.orchestration.records import SCHEMA_VERSION, Host, Metrics, RunRecord, Timings
+from mergecl.bench.orchestration.records import (
+    SCHEMA_VERSION,
+    Host,
+    Metrics,
+    RunRecord,
+    Timings,
+    TrajectoryUse,
+)
 from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark
+from mergecl.bench.training.trajectories import TrajectoryPlan, TrajectoryStore
 from torch import Tensor
 
 ProgressCallback = Callable[[int, int], None]
@@ -120,6 +128,8 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
 
     built = build_benchmark(cfg)
     model = build_model(cfg, built.n_classes).to(cfg.device)
+    if cfg.frozen_blocks is not None:
+        built = frozen_prefix_features(cfg, model, built)
     space = build_space_for(cfg, model)
     context = MethodContext(
         space=space, classes_per_experience=tuple(map(tuple, built.classes_per_experience)),
@@ -138,11 +148,17 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         train_stream, train_tensors = union_stream(built)
         loss_classes = [sorted({c for group in built.classes_per_experience for c in group})]
 
+    trajectory = None
+    if cfg.trajectories != "off" and not cls.upper_bound:
+        store = TrajectoryStore(None if cfg.trajectories == "auto" else cfg.trajectories)
+        trajectory = TrajectoryPlan.for_run(cfg, store, n_exp, timing=cls.timing,
+                                            train_from=method.train_from,
+                                            plain_first_task=method.plain_first_task)
     strategy = MergeCLStrategy(
         model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr), config=cfg,
         classes_per_experience=loss_classes, n_classes=built.n_classes, train_tensors=train_tensors,
         test_tensors=built.test_tensors, plugins=[method, *method.extra_plugins(), collector],
-        generator=torch.Generator().manual_seed(cfg.seed),
+        generator=torch.Generator().manual_seed(cfg.seed), space=space, trajectory=trajectory,
     )
 
     cil_rows: list[list[float]] = []
@@ -179,7 +195,12 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         metrics=Metrics(**metrics),
         til_metrics=Metrics(**til_metrics) if til_metrics else None,
         diagnostics={**method.diagnostics(), **({"benchmark": built.info} if built.info else {})},
+        trajectory=TrajectoryUse(
+            key=",".join(trajectory.keys()), regime=cls.timing if cls.timing == "post-hoc" else "first-task",
+            tasks=sorted(trajectory.used), trained_here=sorted(trajectory.trained_here),
+        ) if trajectory is not None else None,
         timings=Timings(train_s=round(strategy.train_seconds, 3), train_steps=strategy.train_steps,
+                        reused_steps=strategy.reused_steps,
                         eval_s=round(eval_seconds, 3), merge_s=round(method.merge_seconds, 3),
                         total_s=round(perf_counter() - t_start, 3)),
         peak_rss_mb=round(provenance.peak_rss_mb(), 1),
@@ -190,6 +211,22 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         finished_at=provenance.now(),
         status="ok",
     )
+
+
+def frozen_prefix_features(cfg: RunConfig, model, built: BuiltBenchmark) -> BuiltBenchmark:
+    """Cut the backbone's frozen prefix off ``model`` and give the benchmark its features
+    (computed once per image and cached by content; ``bench/training/features.py``)."""
+    from mergecl.bench.streams.benchmarks import with_tensors
+    from mergecl.bench.training.features import featurize_pairs, prefix_digest
+    from mergecl.bench.training.models import split_frozen_prefix
+
+    prefix = split_frozen_prefix(model, cfg.frozen_blocks)
+    prefix_id = prefix_digest(prefix, {"backbone": cfg.backbone, "weights": cfg.weights,
+                                       "image_size": cfg.image_size, "frozen_blocks": cfg.frozen_blocks,
+                                       "channels_last": cfg.channels_last})
+    train = featurize_pairs(prefix, built.train_tensors or [], prefix_id)
+    test = featurize_pairs(prefix, built.test_tensors or [], prefix_id)
+    return with_tensors(built, train, test)
 
 
 def record_identity(cfg: RunConfig) -> dict:

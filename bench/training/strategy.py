@@ -87,6 +87,8 @@ class MergeCLStrategy(SupervisedTemplate):
         test_tensors: Sequence[tuple[Tensor, Tensor]] | None = None,
         plugins: Sequence[SupervisedPlugin] = (),
         generator: torch.Generator | None = None,
+        space: Any = None,
+        trajectory: Any = None,
     ) -> None:
         self.config = config
         self._parameter_groups = parameter_groups
@@ -114,8 +116,11 @@ class MergeCLStrategy(SupervisedTemplate):
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.train_seconds = 0.0
         self.train_steps = 0
+        self.reused_steps = 0
         self.experience_steps = 0
         self._loss_offsets: Tensor | None = None
+        self.space = space
+        self.trajectory = trajectory  # a TrajectoryPlan: tasks trained once, shared through the store
 
     # ------------------------------------------------------------------ optimiser
     def make_optimizer(self, **kwargs: Any) -> None:
@@ -196,6 +201,35 @@ class MergeCLStrategy(SupervisedTemplate):
         if self._loss_offsets is not None:
             logits = logits + self._loss_offsets
         return self._criterion(logits, self.mb_y)
+
+    # ------------------------------------------------------------------ trajectory store
+    def _train_exp(self, experience: Any, eval_streams: Any = None, **kwargs: Any) -> None:
+        """Train the experience — or, when the run's trajectory plan covers it, read its trained
+        state from the store (training it first, under the step's lock, if nobody has yet)."""
+        task = int(experience.current_experience)
+        slot = self.trajectory.slots.get(task) if self.trajectory is not None else None
+        if slot is None:
+            super()._train_exp(experience, eval_streams, **kwargs)
+            return
+        from mergecl.bench.training.trajectories import TrajectoryStep, capture_rng, restore_rng
+
+        key, _ = slot
+        store = self.trajectory.store
+        with store.lock(key, task):
+            step = store.load(key, task)
+            if step is not None:  # replay: the model and the random streams as after training
+                self.space.load_training_state(step.state)
+                self.space.set_generator_state(restore_rng(step.rng, self.generator))
+                self.reused_steps += step.steps
+                self.trajectory.used.append(task)
+                return
+            steps, seconds = self.train_steps, self.train_seconds
+            super()._train_exp(experience, eval_streams, **kwargs)
+            store.save(key, task, TrajectoryStep(
+                self.space.training_state(), capture_rng(self.generator, self.space.generator_state()),
+                self.train_steps - steps, self.train_seconds - seconds))
+            self.trajectory.used.append(task)
+            self.trajectory.trained_here.append(task)
 
     # ------------------------------------------------------------------ loop
     def training_epoch(self, **kwargs: Any) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from mergecl.bench.cli import main
 
 QUICK_GRID = """
@@ -108,3 +109,25 @@ def test_new_method_scaffold_passes_its_own_test(tmp_path):
                              str(tmp_path / "test_my_merge.py")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert main(["new-method", "my-merge", "--dir", str(tmp_path)]) == 2  # no overwrite
+
+
+def test_trajectories_command_reports_size_and_cleans(tmp_path, capsys):
+    from mergecl.bench.cli import main
+    from mergecl.bench.training.trajectories import TrajectoryStep, TrajectoryStore
+
+    store = TrajectoryStore(tmp_path)
+    store.save("abc", 0, TrajectoryStep({"w": torch.zeros(1000)}, {}, 1, 0.0))
+    assert main(["trajectories", "--dir", str(tmp_path)]) == 0
+    assert "1 trajectories, 1 trained states" in capsys.readouterr().out
+    assert main(["trajectories", "--dir", str(tmp_path), "--clean"]) == 0
+    assert "deleted" in capsys.readouterr().out and store.size()["files"] == 0
+
+
+def test_methods_lists_families_timing_and_search_spaces(capsys):
+    from mergecl.bench.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    magmax = next(line for line in out.splitlines() if line.startswith("| magmax "))
+    assert "post-hoc" in magmax and "lam ∈ [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.2, 1.5]" in magmax
+    assert "regulariser" in next(line for line in out.splitlines() if line.startswith("| ewc "))
