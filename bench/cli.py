@@ -267,6 +267,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["method", "family", "timing", "paper", "parameterisations",
                                   "hyper-parameters (defaults)", "tunable (search space)"],
                    tablefmt="github"))
+    from mergecl.methods.registry import ALIASES
+
+    print("\nAliases (FusionBench's names): " + "; ".join(
+        f"{alias} = {method} {params}" for alias, (method, params) in sorted(ALIASES.items())))
     return 0
 
 

@@ -33,11 +33,23 @@ BUILTINS: dict[str, str] = {
     "ties": "mergecl.methods.ties:TiesMerge",
     "random-mix": "mergecl.methods.random_mix:RandomMix",
     "task-arithmetic": "mergecl.methods.task_arithmetic:TaskArithmetic",
+    "opcm": "mergecl.methods.opcm:OPCM",
+    "dop": "mergecl.methods.dop:DOP",
     "became": "mergecl.methods.became:BECAME",
     "trm": "mergecl.methods.trm:TRM",
     "ewc": "mergecl.methods.ewc:EWC",
     "lwf": "mergecl.methods.lwf:LwF",
 }
+
+ALIASES: dict[str, tuple[str, dict]] = {
+    "c-ta": ("task-arithmetic", {"lam": 0.3}),
+    "c-ties": ("ties", {"mode": "continual", "lam": 0.5, "merge_function": "sum"}),
+    "magmax-ind": ("magmax", {"variant": "ind"}),
+}
+"""FusionBench's names for its continual baselines → (mergecl method, hyper-parameters), so that
+numbers can be put side by side: C-TA (continual task arithmetic, λ = 0.3), C-TIES (pairwise
+continual TIES, λ = 0.5, disjoint sum), MagMax-Ind (every task trained from θ₀); the values are
+FusionBench's configs'."""
 
 _extra: dict[str, type[MergeMethod]] = {}
 
@@ -93,7 +105,18 @@ def available() -> list[str]:
     return sorted(set(BUILTINS) | set(_entry_points()) | set(_extra))
 
 
+def resolve_alias(name: str, params: dict | None = None) -> tuple[str, dict]:
+    """(method, params) of ``name``: an alias's method with its hyper-parameters under
+    ``params`` (which win), or ``name`` itself."""
+    if name in ALIASES:
+        method, preset = ALIASES[name]
+        return method, {**preset, **(params or {})}
+    return name, dict(params or {})
+
+
 def get_method(name: str) -> type[MergeMethod]:
+    if name in ALIASES:
+        return get_method(ALIASES[name][0])
     if name in _extra:
         return _extra[name]
     if name in BUILTINS:
@@ -104,4 +127,5 @@ def get_method(name: str) -> type[MergeMethod]:
         if not (isinstance(cls, type) and issubclass(cls, MergeMethod)):
             raise UnknownMethodError(f"entry point {name!r} does not point at a MergeMethod subclass")
         return cls
-    raise UnknownMethodError(f"unknown method {name!r}; accepted: {', '.join(available())}")
+    raise UnknownMethodError(f"unknown method {name!r}; accepted: {', '.join(available())} "
+                             f"(aliases: {', '.join(sorted(ALIASES))})")

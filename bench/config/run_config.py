@@ -263,11 +263,16 @@ def resolve_run(
     per_benchmark = preset_block.pop("benchmarks", {}) or {}
     per_method = preset_block.pop("methods", {}) or {}
     values: dict[str, Any] = deep_merge(preset_block, per_benchmark.get(benchmark, {}) or {})
+    from mergecl.methods.registry import ALIASES
+
+    values = deep_merge(values, per_method.get(ALIASES.get(method, (method,))[0], {}) or {})
     values = deep_merge(values, per_method.get(method, {}) or {})
     values = deep_merge(values, overrides or {})
-    values.update(method=method, benchmark=benchmark, seed=seed, preset=preset)
-    if label is not None:
-        values["label"] = label
+    from mergecl.methods.registry import resolve_alias
+
+    registered, alias_params = resolve_alias(method, values.get("params"))
+    values.update(method=registered, benchmark=benchmark, seed=seed, preset=preset,
+                  params=alias_params, label=label or method)
     try:
         cfg = RunConfig(**values)
     except ValidationError as err:

@@ -80,3 +80,18 @@ def test_entry_point_method_runs(tmp_path, monkeypatch):
     record = quick_run("halfway-ep")
     assert record.status == "ok"
     assert [t["merge_coefficient"] for t in record.diagnostics["per_task"]] == [0.5] * 5
+
+
+def test_fusionbench_aliases_resolve_to_methods_with_their_settings():
+    from mergecl.bench.config.run_config import resolve_run
+    from mergecl.methods.registry import ALIASES, resolve_alias
+
+    assert set(ALIASES) == {"c-ta", "c-ties", "magmax-ind"}
+    cfg = resolve_run("c-ties", "split-mnist", 0, "quick")
+    assert (cfg.method, cfg.label) == ("ties", "c-ties")
+    assert (cfg.params["mode"], cfg.params["lam"], cfg.params["merge_function"]) == ("continual", 0.5, "sum")
+    assert resolve_alias("c-ta", {"lam": 0.7}) == ("task-arithmetic", {"lam": 0.7})  # user values win
+    assert resolve_run("magmax-ind", "split-mnist", 0, "quick").params["variant"] == "ind"
+    assert get_method("c-ta") is get_method("task-arithmetic")
+    with pytest.raises(UnknownMethodError, match="aliases: c-ta, c-ties, magmax-ind"):
+        get_method("c-tx")

@@ -23,3 +23,21 @@ def test_merged_state_is_theta0_plus_scaled_sum_of_task_vectors(lam):
         assert run["diagnostics"]["merge_coefficient"] == pytest.approx(scale)
         if task:
             assert_state_equal(run["start"], runs[task - 1]["trained"])
+
+
+def test_equals_fusionbench_continual_task_arithmetic():
+    from fusion_bench.method.opcm.task_arithmetic import ContinualTaskArithmeticForCLIP
+    from fusionbench_oracle import linear_models, run, state
+    from mergecl.methods import merging
+
+    pretrained, models = linear_models(4, seed=5)
+    reference = run(ContinualTaskArithmeticForCLIP(scaling_factor=0.3, shuffle_order=False,
+                                                   save_on_every_step=False), pretrained, models)
+    base = state(pretrained)
+    _, _, ctx = make_space()
+    plugin = TaskArithmetic(TaskArithmeticParams(lam=0.3), ctx)
+    for task, model in enumerate(models):  # the plugin's fold (the c-ta alias): θ₀ + λ·Σ τ_i
+        merged_tv, scale = plugin.combine(merging.task_vector(state(model), base), task)
+    merged = merging.add_scaled(base, merged_tv, scale)
+    for name, value in reference.items():
+        torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-5, msg=name)

@@ -101,3 +101,22 @@ def test_plugin_continual_mode_is_fusionbench_c_ties():
     for n in body:
         torch.testing.assert_close(runs[1]["merged"][n], first[n] + lam * increment[n])
     assert runs[1]["diagnostics"]["merge_coefficient"] == lam
+
+
+def test_continual_mode_equals_fusionbench_c_ties():
+    from fusion_bench.method.opcm.ties_merging import ContinualTiesMergingForCLIP
+    from fusionbench_oracle import linear_models, run, state
+    from mergecl.methods import merging
+
+    pretrained, models = linear_models(4, seed=6)
+    reference = run(ContinualTiesMergingForCLIP(scaling_factor=0.5, threshold=20, merge_func="sum",
+                                                shuffle_order=False, save_on_every_step=False),
+                    pretrained, models)
+    base = state(pretrained)
+    _, _, ctx = make_space()
+    plugin = ties.TiesMerge(ties.TiesParams(mode="continual", lam=0.5, merge_function="sum"), ctx)
+    for task, model in enumerate(models):  # the plugin's fold (the c-ties alias)
+        merged_tv, scale = plugin.combine(merging.task_vector(state(model), base), task)
+    merged = merging.add_scaled(base, merged_tv, scale)
+    for name, value in reference.items():
+        torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-5, msg=name)

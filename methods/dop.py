@@ -1,0 +1,177 @@
+"""DOP — dual orthogonal projection for data-free continual merging (post hoc).
+
+"Continual Model Merging without Data: Dual Projections for Balancing Stability and
+Plasticity", NeurIPS 2025 (OpenReview zD5cUX67b9); reference implementation FusionBench
+``fusion_bench/method/dop/dop.py`` (learned from, not copied; tests/methods/test_dop.py checks
+equality with it).
+
+Training (a trajectory, :mod:`mergecl.methods.posthoc`): sequential fine-tuning from θ*_{t−1}.
+θ̂_0 = θ*_0. At task t ≥ 1 the previous merged model (input 0, W₀ᵐ) and the new model
+(input 1, W₁ᵐ) are merged weight matrix by weight matrix:
+
+* for each input i, the task vector T_i = W_i − W_pre is decomposed, T_i = U_i S_i V_iᵀ, and its
+  leading r_i singular triplets are kept, r_i = the number of singular values before the
+  cumulative share cumsum(S)/ΣS first reaches ε (``svd_epsilon``; ``searchsorted``);
+* with Δ_i = W − W_i, the loss of input i is the energy of Δ_i in both singular subspaces of T_i,
+      L_i(W) = ‖diag(S_i)·U_iᵀ·Δ_i‖²_F + ‖Δ_i·V_i·diag(S_i)‖²_F      (``svd_proj_space: uv``)
+  (``u`` or ``v`` keep one of the two terms);
+* W starts at the average (W₀ᵐ + W₁ᵐ)/2 and minimises c₀·L₀ + c₁·L₁ by Adam (``lr``,
+  ``num_steps``). With ``mgda: true`` the weights are, at every step, the min-norm point of the
+  convex hull of the two gradients after dividing each by its loss (MGDA, Sener & Koltun 2018;
+  closed form for two objectives, with the reference's 0.999 / 0.001 clamps), smoothed by an
+  exponential moving average started at (α, 1 − α) with rate β (``ema``, ``ema_beta``);
+  without MGDA they are fixed at (α, 1 − α).
+* Every other parameter (biases, normalisation) is the plain average of the two inputs.
+
+Defaults and their sources (FusionBench ``dop.yaml``): lr = 1e-4, num_steps = 200, mgda = true,
+α = 0.8, ema = true, β = 0.999, ε = 0.99999, svd_proj_space = uv.
+
+Where the reference is silent or differs, and why:
+* Convolutions: the reference optimises ``nn.Linear`` weights only and averages everything else
+  (CLIP's patch embedding included). By default (``conv: matrix``) a convolution kernel
+  out × in × k × k is optimised as the out × (in·k·k) matrix — EfficientNet's weights are
+  convolutions, and a 1×1 one is a linear map over channels; ``conv: average`` follows the
+  reference.
+* The head is taken as trained (``head: trained``; in the reference it is a frozen text head).
+
+Memory: W_pre (θ₀), the previous merged model and the new one; the SVD factors of one layer at
+a time. Cost: ``num_steps`` Adam steps per weight matrix and task, each three backward passes
+(the two losses' gradients for MGDA, then the weighted loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from mergecl.methods import merging
+from mergecl.methods.base import MERGE_COEFFICIENT, tunable
+from mergecl.methods.merging import StateDict
+from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
+from pydantic import Field
+from torch import Tensor
+
+ProjectionSpace = Literal["uv", "u", "v"]
+
+
+def leading_subspace(task_vector: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(U_r, S_r, V_r): the singular triplets kept before cumsum(S)/ΣS first reaches ε."""
+    u, s, vh = torch.linalg.svd(task_vector, full_matrices=True)
+    v = vh.T
+    share = s.cumsum(dim=0) / s.sum()
+    rank = int(torch.searchsorted(share, min(1.0, epsilon)).item())
+    return u[:, :rank], s[:rank], v[:, :rank]
+
+
+def projection_loss(delta: Tensor, u: Tensor, s: Tensor, v: Tensor, space: ProjectionSpace = "uv") -> Tensor:
+    """‖diag(S)·Uᵀ·Δ‖²_F + ‖Δ·V·diag(S)‖²_F (or one of the two)."""
+    left = torch.linalg.matrix_norm(torch.diag(s) @ u.T @ delta, ord="fro") ** 2
+    right = torch.linalg.matrix_norm(delta @ v @ torch.diag(s), ord="fro") ** 2
+    if space == "uv":
+        return left + right
+    return left if space == "u" else right
+
+
+def min_norm_weights(g0: Tensor, g1: Tensor) -> tuple[float, float]:
+    """The weights (c, 1 − c) of the min-norm point c·g0 + (1 − c)·g1 of the segment [g0, g1]
+    (MGDA's two-objective closed form, with the reference's 0.999 / 0.001 clamps; the
+    arithmetic in the gradients' precision, as the reference does it)."""
+    v11 = (g0 * g0).sum()
+    v12 = (g0 * g1).sum()
+    v22 = (g1 * g1).sum()
+    if v12 >= v11:
+        return 0.999, 1 - 0.999
+    if v12 >= v22:
+        return 0.001, 1 - 0.001
+    c = -1.0 * ((v12 - v22) / (v11 + v22 - 2 * v12))
+    return float(c), float(1 - c)
+
+
+def dop_merge_matrix(pretrained: Tensor, inputs: tuple[Tensor, Tensor], *, lr: float = 1e-4,
+                     num_steps: int = 200, mgda: bool = True, ema: bool = True,
+                     ema_beta: float = 0.999, alpha: float = 0.8, epsilon: float = 0.99999,
+                     space: ProjectionSpace = "uv") -> tuple[Tensor, list[float]]:
+    """DOP's merge of one weight matrix; returns it and the final weights (c₀, c₁)."""
+    subspaces = [leading_subspace(w - pretrained, epsilon) for w in inputs]
+    merged = torch.nn.Parameter((inputs[0] + inputs[1]) / 2)
+    optimiser = torch.optim.Adam([merged], lr=lr)
+    weights = [alpha, 1.0 - alpha]
+    for _ in range(num_steps):
+        if mgda:
+            grads, losses = [], []
+            for target, (u, s, v) in zip(inputs, subspaces):
+                loss = projection_loss(merged - target, u, s, v, space)
+                losses.append(float(loss.data))
+                optimiser.zero_grad()
+                loss.backward()
+                grads.append(merged.grad.data.clone())
+            grads = [g / loss for g, loss in zip(grads, losses)]
+            solution = list(min_norm_weights(grads[0], grads[1]))
+            if ema:
+                weights = [ema_beta * w + (1 - ema_beta) * float(x) for w, x in zip(weights, solution)]
+            else:
+                weights = solution
+        total = sum(w * projection_loss(merged - target, u, s, v, space)
+                    for w, target, (u, s, v) in zip(weights, inputs, subspaces))
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+    return merged.detach(), weights
+
+
+class DOPParams(AnchoredMergeParams):
+    lr: float = Field(1e-4, gt=0.0, le=1.0, description="Adam learning rate per layer")
+    num_steps: int = tunable(200, [50, 100, 200, 400], ge=1, le=100_000,
+                             description="Adam steps per weight matrix and task")
+    mgda: bool = Field(True, description="balance the two losses by MGDA (else fixed α, 1 − α)")
+    alpha: float = tunable(0.8, [0.2, 0.5, 0.8, 0.95], ge=0.0, le=1.0,
+                           description="weight of the previous merged model (MGDA: the EMA's start)")
+    ema: bool = True
+    ema_beta: float = Field(0.999, ge=0.0, le=1.0)
+    svd_epsilon: float = Field(0.99999, ge=0.0, le=1.0, description="singular-value share kept")
+    svd_proj_space: ProjectionSpace = "uv"
+    conv: Literal["matrix", "average"] = Field(
+        "matrix", description="matrix: optimise conv kernels as out × in·k·k; average: the reference")
+
+
+class DOP(AnchoredMerge):
+    name = "dop"
+    paper = "DOP, NeurIPS 2025, OpenReview zD5cUX67b9 (FusionBench ContinualDOPForCLIP)"
+    Params = DOPParams
+
+    def __init__(self, params: DOPParams, context: Any) -> None:
+        super().__init__(params, context)
+        self.merged_tv: StateDict | None = None
+        self._last_weights: list[float] = []
+
+    def combine(self, task_vector: StateDict, task: int) -> tuple[StateDict, float]:
+        if self.merged_tv is None:
+            self.merged_tv = merging.clone_state(task_vector)
+            return self.merged_tv, 1.0
+        assert self.pretrained_state is not None
+        p = self.params
+        merged: StateDict = {}
+        weights = []
+        for name, tau in task_vector.items():  # in weight space, as the reference computes
+            base = self.pretrained_state[name]
+            previous, new = base + self.merged_tv[name], base + tau
+            matrix = name.endswith("weight") and (tau.dim() == 2 or (p.conv == "matrix" and tau.dim() > 2))
+            if not matrix:
+                merged[name] = (previous + new) / 2 - base
+                continue
+            shape = tau.shape
+            out, layer_weights = dop_merge_matrix(
+                base.reshape(shape[0], -1), (previous.reshape(shape[0], -1), new.reshape(shape[0], -1)),
+                lr=p.lr, num_steps=p.num_steps, mgda=p.mgda, ema=p.ema, ema_beta=p.ema_beta,
+                alpha=p.alpha, epsilon=p.svd_epsilon, space=p.svd_proj_space)
+            merged[name] = out.reshape(shape) - base
+            weights.append(layer_weights[1])
+        self.merged_tv = merged
+        self._last_weights = weights
+        return merged, 1.0
+
+    def merge_diagnostics(self) -> dict[str, Any]:
+        if not self._last_weights:
+            return {MERGE_COEFFICIENT: 1.0}
+        mean_new = sum(self._last_weights) / len(self._last_weights)
+        return {MERGE_COEFFICIENT: mean_new, "dop_layers": len(self._last_weights)}

@@ -1,0 +1,86 @@
+"""DOP (mergecl.methods.dop): the projection loss and MGDA by hand, and equality with
+FusionBench's ContinualDOPForCLIP (the reference implementation, a test-only dependency)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fusionbench_oracle import linear_models, run, state
+from lifecycle import make_space, simulate
+from mergecl.methods import merging
+from mergecl.methods.dop import (
+    DOP,
+    DOPParams,
+    dop_merge_matrix,
+    leading_subspace,
+    min_norm_weights,
+    projection_loss,
+)
+
+
+def test_projection_loss_by_hand():
+    u, s, v = torch.eye(2), torch.tensor([2.0, 1.0]), torch.eye(2)
+    delta = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    # ‖diag(s) Uᵀ Δ‖² = 4·1 + 1·9 = 13 and ‖Δ V diag(s)‖² = 13
+    assert float(projection_loss(delta, u, s, v)) == pytest.approx(26.0)
+    assert float(projection_loss(delta, u, s, v, "u")) == pytest.approx(13.0)
+
+
+def test_leading_subspace_keeps_the_values_before_the_share_is_reached():
+    task = torch.diag(torch.tensor([3.0, 1.0, 0.0]))  # shares 0.75, 1.0, 1.0
+    u, s, v = leading_subspace(task, 0.9)
+    assert s.tolist() == [3.0] and u.shape == (3, 1) and v.shape == (3, 1)
+    assert len(leading_subspace(task, 1.0)[1]) == 1  # searchsorted: the first value reaching 1.0
+
+
+def test_min_norm_weights_by_hand():
+    g0, g1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0
+    assert min_norm_weights(g0, 3 * g0) == (0.999, pytest.approx(0.001))  # g1 dominates g0
+    assert min_norm_weights(3 * g0, g0)[0] == 0.001
+
+
+@pytest.mark.parametrize("mgda", [True, False])
+def test_equals_fusionbench_dop(mgda):
+    from fusion_bench.method.dop.dop import ContinualDOPForCLIP
+
+    pretrained, models = linear_models(3, seed=3)
+    options = dict(lr=1e-3, num_steps=40, mgda=mgda, ema=True, ema_beta=0.99, alpha=0.8,
+                   svd_epsilon=0.999, svd_proj_space="uv")
+    reference = run(ContinualDOPForCLIP(seed=0, shuffle_order=False, save_on_every_step=False,
+                                        evaluate_on_every_step=False, **options), pretrained, models)
+    base = state(pretrained)
+    merged = state(models[0])
+    for model in models[1:]:
+        new = state(model)
+        out = {}
+        for name in merged:
+            if name.endswith("weight"):
+                out[name], _ = dop_merge_matrix(
+                    base[name], (merged[name], new[name]), lr=options["lr"], num_steps=options["num_steps"],
+                    mgda=mgda, ema=True, ema_beta=0.99, alpha=0.8, epsilon=0.999, space="uv")
+            else:
+                out[name] = (merged[name] + new[name]) / 2
+        merged = out
+    for name, value in reference.items():
+        torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_plugin_averages_biases_and_keeps_the_head_as_trained():
+    _, space, ctx = make_space()
+    pretrained = space.effective_state()
+    runs = simulate(DOP(DOPParams(num_steps=5), ctx), space, 2)
+    taus = [merging.task_vector(runs[i]["trained"], pretrained) for i in range(2)]
+    torch.testing.assert_close(runs[1]["merged"]["body.bias"] - pretrained["body.bias"],
+                               (taus[0]["body.bias"] + taus[1]["body.bias"]) / 2)
+    torch.testing.assert_close(runs[1]["merged"]["fc.weight"][:2], runs[0]["trained"]["fc.weight"][:2])
+    assert 0.0 <= runs[1]["diagnostics"]["merge_coefficient"] <= 1.0
+
+
+def test_bad_step_count_is_refused_naming_the_range():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="num_steps"):
+        DOPParams(num_steps=0)
+    with pytest.raises(ValidationError, match="alpha"):
+        DOPParams(alpha=1.5)
