@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tables-only", action="store_true",
                        help="run nothing; write tables and plots from the grid's existing records")
 
+    board.add_argument("--tuned", action="store_true",
+                       help="add each tunable row's tuned twin (values from bench/config/tuned/)")
+
+    tune = sub.add_parser("tune", help="select hyper-parameters on the validation split, the same "
+                          "budget for every method (see bench/orchestration/tuning.py)")
+    tune.add_argument("--config", default=None, help="grid YAML (default: the packaged leaderboard)")
+    tune.add_argument("--method", dest="labels", action="append", default=[], metavar="LABEL",
+                      help="tune only this row (repeatable)")
+    tune.add_argument("--benchmark", dest="tune_benchmarks", action="append", default=[], metavar="NAME",
+                      help="tune only on this benchmark (repeatable)")
+    tune.add_argument("--all", action="store_true", help="every tunable row and benchmark of the grid, "
+                      "then ship the choices as bench/config/tuned/<benchmark>.yaml")
+    _common_run_options(tune)
+    _executor_options(tune)
+
     table = sub.add_parser("table", help="tables from existing records")
     table.add_argument("--out", default=DEFAULT_OUT)
     table.add_argument("--paper", default=None, help="print a paper's table layout (pnm, magmax)")
@@ -189,7 +204,7 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     _load_plugins(args.plugins)
     raw, grid = _grid_from_args(args)
-    runs = expand_grid(grid, _cli_overrides(args), preset=args.preset)
+    runs = expand_grid(grid, _cli_overrides(args), preset=args.preset, tuned=True if args.tuned else None)
     validate_grid(runs)
     _say(args, f"grid: {len(grid.methods)} methods x {len(grid.benchmarks)} benchmarks x "
                f"{len(grid.seeds)} seeds = {len(runs)} runs, preset {args.preset or grid.preset}")
@@ -200,15 +215,7 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from mergecl.bench.orchestration.executors import execute
 
-    slurm = None
-    if args.executor == "slurm":
-        from mergecl.bench.orchestration.executors import SlurmOptions
-
-        options = {k: v for k, v in {
-            "partition": args.partition, "time_min": args.time_min, "gpus_per_node": args.gpus_per_node,
-            "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
-            "array_parallelism": args.array_parallelism}.items() if v is not None}
-        slurm = SlurmOptions(**options, wait=not args.no_wait)
+    slurm = _slurm_options(args)
     started = time.perf_counter()
     summary = execute(runs, args.out, executor=args.executor, workers=args.workers,
                       threads_per_run=args.threads_per_run, quiet=args.quiet,
@@ -218,6 +225,75 @@ def cmd_leaderboard(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.no_tables:
         command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
         write_grid_leaderboard(args.out, runs, grid, command, wall)
+    return 0
+
+
+def _slurm_options(args: argparse.Namespace):
+    if args.executor != "slurm":
+        return None
+    from mergecl.bench.orchestration.executors import SlurmOptions
+
+    options = {k: v for k, v in {
+        "partition": args.partition, "time_min": args.time_min, "gpus_per_node": args.gpus_per_node,
+        "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+        "array_parallelism": args.array_parallelism}.items() if v is not None}
+    return SlurmOptions(**options, wait=not args.no_wait)
+
+
+def cmd_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from mergecl.bench.config.tuned import TunedChoice, write_tuned
+    from mergecl.bench.config.validation import method_class, validate_grid
+    from mergecl.bench.orchestration.executors import execute
+    from mergecl.bench.orchestration.store import ResultStore
+    from mergecl.bench.orchestration.tuning import (
+        search_space,
+        tunable_entries,
+        tuning_plan,
+        tuning_record,
+        write_tuning_record,
+    )
+
+    _load_plugins(args.plugins)
+    _, grid = _grid_from_args(args)
+    entries = tunable_entries(grid)
+    if args.labels:
+        unknown = sorted(set(args.labels) - {e.label for e in entries})
+        if unknown:
+            raise ConfigError(f"--method {unknown}: not a tunable row of the grid; accepted: "
+                              f"{', '.join(e.label for e in entries)}")
+        entries = [e for e in entries if e.label in args.labels]
+    benchmarks = args.tune_benchmarks or grid.benchmarks
+    unknown = sorted(set(benchmarks) - set(grid.benchmarks))
+    if unknown:
+        raise ConfigError(f"--benchmark {unknown}: not in the grid; accepted: {', '.join(grid.benchmarks)}")
+    if not args.all and not args.labels:
+        raise ConfigError("name the rows to tune with --method LABEL, or tune the whole grid with --all")
+    settings = grid.tune
+    plan = tuning_plan(grid, settings, entries, benchmarks, _cli_overrides(args), args.preset)
+    runs = [cfg for _, cfgs in plan.values() for cfg in cfgs]
+    validate_grid(runs)
+    _say(args, f"tuning: {len(entries)} rows x {len(benchmarks)} benchmarks, budget {settings.budget} "
+               f"({settings.search}), seeds {settings.seeds}: {len(runs)} runs")
+    execute(runs, args.out, executor=args.executor, workers=args.workers,
+            threads_per_run=args.threads_per_run, quiet=args.quiet, ray_address=args.address,
+            slurm=_slurm_options(args), retry_failed=args.retry_failed)
+    store = ResultStore(args.out)
+    command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
+    shipped: dict[str, dict[str, TunedChoice]] = {}
+    for (label, benchmark), (cands, cfgs) in plan.items():
+        entry = next(e for e in entries if e.label == label)
+        record = tuning_record(entry, benchmark, settings, cands, cfgs, store,
+                               search_space(entry, method_class(entry.method).Params))
+        path = write_tuning_record(args.out, record)
+        print(f"{benchmark} / {label}: {record.choice} (validation {record.metric} "
+              f"{record.score:.4f}; {record.evaluated} configurations"
+              f"{'; at the edge: ' + ', '.join(record.edge) if record.edge else ''}) -> {path}")
+        shipped.setdefault(benchmark, {})[label] = TunedChoice(
+            params=record.choice, tuning_hash=record.digest(), score=record.score, metric=record.metric,
+            edge=record.edge, protocol=record.protocol)
+    if args.all:
+        for benchmark, choices in shipped.items():
+            print(f"wrote {write_tuned(benchmark, choices, command)}")
     return 0
 
 
@@ -334,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "leaderboard":
             return cmd_leaderboard(args, argv)
+        if args.command == "tune":
+            return cmd_tune(args, argv)
         handlers = {"table": cmd_table, "plot": cmd_plot, "methods": cmd_methods,
                     "benchmarks": cmd_benchmarks, "data": cmd_data, "new-method": cmd_new_method,
                     "trajectories": cmd_trajectories}

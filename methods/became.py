@@ -166,7 +166,7 @@ def project_step_(weight: Tensor, before: Tensor, basis: Tensor) -> None:
 
 
 class BECAMEParams(MethodParams):
-    stable_fraction: float = tunable(0.5, [0.2, 0.35, 0.5, 0.65, 0.8], gt=0.0, lt=1.0,
+    stable_fraction: float = tunable(0.5, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], gt=0.0, lt=1.0,
                                      description="share of the task's steps in the GPM stable stage")
     fisher_samples: int = Field(256, ge=1, description="training samples per Fisher estimate")
     fisher_labels: Literal["model", "true"] = "model"

@@ -53,7 +53,7 @@ def dare(tv: Mapping[str, Tensor], drop_rate: float,
 
 
 class DareParams(MethodParams):
-    drop_rate: float = tunable(0.5, [0.1, 0.3, 0.5, 0.7, 0.9], ge=0.0, lt=1.0,
+    drop_rate: float = tunable(0.5, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9], ge=0.0, lt=1.0,
                                description="probability p of dropping an entry")
 
 

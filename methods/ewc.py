@@ -19,7 +19,7 @@ from pydantic import Field
 
 
 class EWCParams(MethodParams):
-    ewc_lambda: float = tunable(100.0, [1.0, 10.0, 100.0, 1000.0, 10000.0], ge=0.0,
+    ewc_lambda: float = tunable(100.0, [1.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0], ge=0.0,
                                 description="penalty weight λ")
     mode: Literal["separate", "online"] = "separate"
     decay_factor: float | None = Field(None, ge=0.0, le=1.0)

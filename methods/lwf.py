@@ -16,7 +16,7 @@ from pydantic import Field
 
 
 class LwFParams(MethodParams):
-    alpha: float = tunable(1.0, [0.1, 0.5, 1.0, 2.0, 5.0], ge=0.0, description="distillation weight α")
+    alpha: float = tunable(1.0, [0.1, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0], ge=0.0, description="distillation weight α")
     temperature: float = Field(2.0, gt=0.0)
 
 

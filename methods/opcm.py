@@ -114,7 +114,7 @@ def opcm_update(merged_tv: StateDict | None, task_tv: StateDict, previous_lambda
 
 
 class OPCMParams(AnchoredMergeParams):
-    alpha: float = tunable(0.5, [0.1, 0.3, 0.5, 0.7, 0.9, 1.0], gt=0.0, le=1.0,
+    alpha: float = tunable(0.5, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0], gt=0.0, le=1.0,
                            description="singular-value share kept out of the new task vector")
     conv: ConvRule = Field("matrix", description="matrix: project conv kernels as out × in·k·k; "
                            "other: leave them unprojected (FusionBench)")

@@ -222,7 +222,7 @@ def pnm_merge(prev: Mapping[str, Tensor], delta: Mapping[str, Tensor], alpha: fl
 
 
 class PnMParams(MethodParams):
-    epsilon: float = tunable(0.5, [0.1, 0.25, 0.5, 0.75, 1.0, 1.5], ge=0.0, le=10.0,
+    epsilon: float = tunable(0.5, [0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0], ge=0.0, le=10.0,
                              description="perturbation size ε")
     p_zero: float = Field(1 / 3, ge=0.0, le=1.0, description="probability of s = 0")
     p_plus: float = Field(1 / 3, ge=0.0, le=1.0, description="probability of s = +ε")

@@ -64,7 +64,7 @@ def random_mix_fold_(running: StateDict, new_tv: Mapping[str, Tensor], task_coun
 
 
 class RandomMixParams(AnchoredMergeParams):
-    lam: float = tunable(1.0, [0.3, 0.5, 0.7, 1.0, 1.2, 1.5], ge=0.0, le=10.0,
+    lam: float = tunable(1.0, [0.3, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0], ge=0.0, le=10.0,
                          description="scale λ of the mixed task vector")
 
 

@@ -24,7 +24,7 @@ from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
 
 
 class TaskArithmeticParams(AnchoredMergeParams):
-    lam: float | None = tunable(None, [None, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], ge=0.0, le=10.0,
+    lam: float | None = tunable(None, [None, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5], ge=0.0, le=10.0,
                                 description="scale λ of the summed task vectors; null: 1/t (the mean)")
 
 

@@ -10,8 +10,8 @@ any training, is :func:`mergecl.bench.config.validation.validate_grid`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mergecl.bench.config.run_config import (
     ConfigError,
@@ -20,29 +20,54 @@ from mergecl.bench.config.run_config import (
     packaged_yaml,
     resolve_run,
 )
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 @dataclass(frozen=True)
 class MethodEntry:
-    """One row of a grid: a registry method under a label, with its own overrides."""
+    """One row of a grid: a registry method (or alias) under a label, with its own overrides.
+
+    ``tune``: tune this row's tunable hyper-parameters (``True``), not at all (``False``, e.g.
+    an ablation whose tunables do nothing), or over another search space (``{param: [values]}``).
+    """
 
     label: str
     method: str
     overrides: dict[str, Any]
+    tune: bool | dict[str, list[Any]] = True
 
 
-GRID_KEYS = ("methods", "benchmarks", "seeds", "preset", "set", "workers", "executor", "title")
+class TuneSettings(BaseModel):
+    """The ``tune:`` block of a grid: every tuned row gets the same ``budget`` of evaluated
+    configurations, drawn by ``search`` from its search space, scored on ``seeds``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget: int = Field(8, ge=1, le=1000, description="configurations evaluated per (row, benchmark)")
+    search: Literal["random", "grid"] = "random"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _non_negative(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be non-negative (got {seeds})")
+        return seeds
+
+
+GRID_KEYS = ("methods", "benchmarks", "seeds", "preset", "set", "workers", "executor", "title",
+             "tune", "tuned")
+ENTRY_KEYS = ("label", "method", "set", "tune")
 
 
 def parse_method_entry(entry: Any) -> MethodEntry:
     if isinstance(entry, str):
         return MethodEntry(label=entry, method=entry, overrides={})
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"label", "method", "set"}
+        unknown = set(entry) - set(ENTRY_KEYS)
         if unknown:
-            raise ConfigError(
-                f"method entry {dict(entry)!r} has unknown keys {sorted(unknown)}; accepted: label, method, set"
-            )
+            raise ConfigError(f"method entry {dict(entry)!r} has unknown keys {sorted(unknown)}; "
+                              f"accepted: {', '.join(ENTRY_KEYS)}")
         method = entry.get("method")
         if not isinstance(method, str):
             raise ConfigError(f"method entry {dict(entry)!r} needs a 'method' name")
@@ -50,8 +75,14 @@ def parse_method_entry(entry: Any) -> MethodEntry:
         overrides = entry.get("set") or {}
         if not isinstance(label, str) or not isinstance(overrides, Mapping):
             raise ConfigError(f"method entry {dict(entry)!r}: 'label' must be a string, 'set' a mapping")
-        return MethodEntry(label=label, method=method, overrides=dict(overrides))
-    raise ConfigError(f"method entry {entry!r} must be a name or a mapping with label/method/set")
+        tune = entry.get("tune", True)
+        if not isinstance(tune, bool) and not (
+                isinstance(tune, Mapping) and all(isinstance(v, list) for v in tune.values())):
+            raise ConfigError(f"method entry {label!r}: 'tune' must be true, false or "
+                              f"{{parameter: [values]}} (got {tune!r})")
+        return MethodEntry(label=label, method=method, overrides=dict(overrides),
+                           tune=tune if isinstance(tune, bool) else {k: list(v) for k, v in tune.items()})
+    raise ConfigError(f"method entry {entry!r} must be a name or a mapping with {'/'.join(ENTRY_KEYS)}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +93,8 @@ class GridConfig:
     preset: str
     overrides: dict[str, Any]
     title: str | None = None
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    tuned: bool = False
 
 
 def parse_grid(data: Mapping[str, Any]) -> GridConfig:
@@ -89,6 +122,14 @@ def parse_grid(data: Mapping[str, Any]) -> GridConfig:
     if duplicates:
         raise ConfigError(f"method labels must be unique; repeated: {duplicates}")
     title = data.get("title")
+    try:
+        tune = TuneSettings(**(data.get("tune") or {}))
+    except (ValidationError, TypeError) as err:
+        raise ConfigError(f"grid 'tune' block: {err}; accepted keys: budget (≥ 1), search "
+                          "(random | grid), seeds (list of non-negative integers)") from None
+    tuned = data.get("tuned", False)
+    if not isinstance(tuned, bool):
+        raise ConfigError(f"'tuned' must be true or false (got {tuned!r})")
     return GridConfig(
         methods=methods,
         benchmarks=list(data["benchmarks"]),
@@ -96,6 +137,8 @@ def parse_grid(data: Mapping[str, Any]) -> GridConfig:
         preset=preset,
         overrides=dict(overrides),
         title=title if isinstance(title, str) else None,
+        tune=tune,
+        tuned=tuned,
     )
 
 
@@ -104,16 +147,33 @@ def default_grid() -> dict[str, Any]:
     return packaged_yaml("grids/leaderboard.yaml")
 
 
+def entry_overrides(grid: GridConfig, entry: MethodEntry,
+                    cli_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The overrides of one row: grid ``set`` < method entry ``set`` < command line."""
+    return deep_merge(deep_merge(grid.overrides, entry.overrides), cli_overrides or {})
+
+
 def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None,
-                preset: str | None = None) -> list[RunConfig]:
+                preset: str | None = None, tuned: bool | None = None) -> list[RunConfig]:
     """One RunConfig per (method entry, benchmark, seed); precedence: preset < grid ``set`` <
-    method entry ``set`` < command line."""
+    method entry ``set`` < command line. With ``tuned`` (default: the grid's ``tuned``), every
+    row with shipped tuned values (``bench/config/tuned/<benchmark>.yaml``) gets a tuned row
+    ``<label>-tuned`` right after it."""
+    from mergecl.bench.config.tuned import tuned_row
+
     runs: list[RunConfig] = []
     chosen_preset = preset or grid.preset
+    with_tuned = grid.tuned if tuned is None else tuned
     # benchmark-major order: an interrupted grid leaves whole benchmarks done, not whole methods
     for benchmark in grid.benchmarks:
         for seed in grid.seeds:
             for entry in grid.methods:
-                overrides = deep_merge(deep_merge(grid.overrides, entry.overrides), cli_overrides or {})
-                runs.append(resolve_run(entry.method, benchmark, seed, chosen_preset, overrides, label=entry.label))
+                overrides = entry_overrides(grid, entry, cli_overrides)
+                default = resolve_run(entry.method, benchmark, seed, chosen_preset, overrides,
+                                      label=entry.label)
+                runs.append(default)
+                if with_tuned and entry.tune is not False:
+                    row = tuned_row(default, entry)
+                    if row is not None:
+                        runs.append(row)
     return runs

@@ -105,6 +105,9 @@ class RunConfig(BaseModel):
     # data
     train_per_class: int | None = Field(300, ge=1)
     test_per_class: int | None = Field(200, ge=1)
+    validation_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of each task's training pool held out for "
+        "validation (never trained on; `mergecl tune` selects on it)")
     n_experiences: int | None = Field(None, ge=1)
     data_root: str | None = None
     download: bool = False
@@ -116,6 +119,12 @@ class RunConfig(BaseModel):
                               "~/.cache/mergecl/trajectories), off, or a directory")
 
     params: dict[str, Any] = Field(default_factory=dict)
+
+    # what the row is (descriptive: not in the config hash)
+    variant: Literal["default", "tuned"] = "default"
+    base_label: str | None = Field(None, description="a tuned row's default row")
+    tuned_values: dict[str, Any] | None = Field(None, description="hyper-parameters set by tuning")
+    tuning_hash: str | None = Field(None, description="the tuning record the values come from")
 
     @field_validator("method", "benchmark", "preset")
     @classmethod
@@ -144,6 +153,9 @@ class RunConfig(BaseModel):
         data = self.model_dump(mode="json")
         for key in EXECUTION_FIELDS:
             data.pop(key, None)
+        for key in ADDED_FIELDS:  # at their default they reproduce the older behaviour
+            if data.get(key) == RunConfig.model_fields[key].default:
+                data.pop(key, None)
         return data
 
     def digest(self) -> str:
@@ -152,8 +164,13 @@ class RunConfig(BaseModel):
 
 
 EXECUTION_FIELDS: tuple[str, ...] = ("threads", "device", "data_root", "download", "preset", "label",
-                                     "trajectories")
+                                     "trajectories", "variant", "base_label", "tuned_values",
+                                     "tuning_hash")
 """Fields that say where and how a run executes, not what it computes (not hashed)."""
+
+ADDED_FIELDS: tuple[str, ...] = ("validation_fraction",)
+"""Fields added after the first records, whose default reproduces what those records ran: left
+out of the hash when at their default, so that adding them did not make the records stale."""
 
 
 RUN_FIELDS: tuple[str, ...] = tuple(RunConfig.model_fields)

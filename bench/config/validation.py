@@ -79,6 +79,9 @@ def validate_run(cfg: RunConfig, check_data: bool = True) -> None:
             f"accepted: {', '.join(cls.parameterisations)}")
     spec = get_benchmark(cfg.benchmark)
     spec.check(cfg.n_experiences)
+    if cfg.validation_fraction > 0 and not spec.offline:
+        raise ConfigError(f"validation_fraction={cfg.validation_fraction} needs an in-memory benchmark; "
+                          f"{cfg.benchmark!r} streams images from disk (accepted: validation_fraction: 0)")
     if cfg.frozen_blocks is not None and not spec.offline:
         raise ConfigError(f"frozen_blocks={cfg.frozen_blocks} needs an in-memory benchmark; "
                           f"{cfg.benchmark!r} streams images from disk (accepted: frozen_blocks: null)")

@@ -57,11 +57,16 @@ class Host(_Part):
 
 
 class ValidationSplit(_Part):
-    """The held-out part of each task's training pool (never trained on; tuning reads it)."""
+    """The held-out part of each task's training pool (never trained on; tuning reads it) and
+    the final model's accuracy on it."""
 
     fraction: float
     sizes: list[int] = Field(description="validation samples per task")
     indices_sha256: str = Field(description="hash of the held-out indices of every task")
+    row: list[float] | None = Field(None, description="final class-incremental accuracy per task")
+    til_row: list[float] | None = Field(None, description="final task-incremental accuracy per task")
+    acc: float | None = Field(None, description="mean of row (what tuning maximises; CIL headline)")
+    til_acc: float | None = Field(None, description="mean of til_row (TIL-headline benchmarks)")
 
 
 class TrajectoryUse(_Part):

@@ -493,7 +493,7 @@ VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
 def ordering_report(paper: str, records: Iterable[RunRecord], metric: str = "acc",
-                    benchmarks: Sequence[str] = MINI_BENCHMARKS) -> list[str]:
+                    benchmarks: Sequence[str] = MINI_BENCHMARKS, rows: str = "paper") -> list[str]:
     """For every pair of rows the paper orders, whether our records reproduce that order.
 
     One line per (benchmark, pair), with a verdict from the paired difference over seeds
@@ -510,18 +510,25 @@ def ordering_report(paper: str, records: Iterable[RunRecord], metric: str = "acc
     records = as_records(records)
     layout = MINI_TABLES[paper]
     pairs, origin = _claimed_pairs(paper)
+    if rows not in ("paper", "full-ft"):
+        raise ValueError(f"rows must be paper or full-ft, not {rows!r}")
+    row_labels = dict(layout.rows)
+    if rows == "full-ft":  # each paper row by its method's full fine-tuning twin
+        row_labels = {row: tuple(_MINI_FULL_FT.get(label, label) for label in labels)
+                      for row, labels in layout.rows.items()}
+        origin += " — compared on the full fine-tuning runs of the same methods"
     lines = [f"Ordering check ({paper}, {METRIC_NAMES[metric]}): {origin}.",
              f"Measured on mergecl records; verdicts from the {INTERVAL_METHOD} of better − worse."]
     summaries = []
     for benchmark in benchmarks:
         counts = dict.fromkeys((*VERDICTS, "missing"), 0)
         for better, worse in pairs:
-            va, la = _seed_values(records, layout.rows[better], benchmark, metric)
-            vb, lb = _seed_values(records, layout.rows[worse], benchmark, metric)
+            va, la = _seed_values(records, row_labels[better], benchmark, metric)
+            vb, lb = _seed_values(records, row_labels[worse], benchmark, metric)
             claim = f"{better} > {worse}"
             difference = paired_difference(va, vb) if va and vb else None
             if difference is None:
-                absent = [", ".join(layout.rows[r]) for r, v in ((better, va), (worse, vb)) if not v]
+                absent = [", ".join(row_labels[r]) for r, v in ((better, va), (worse, vb)) if not v]
                 why = f"no ok records for {' and '.join(absent)}" if absent else "no shared seeds"
                 lines.append(f"[missing] {benchmark}: {claim} — {why}")
                 counts["missing"] += 1

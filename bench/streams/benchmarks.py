@@ -43,6 +43,10 @@ class BuiltBenchmark:
     test_stream: Any
     train_tensors: list[TensorPair] | None = None
     test_tensors: list[TensorPair] | None = None
+    validation_tensors: list[TensorPair] | None = None
+    """Held out of each task's training pool (``validation_fraction``); never trained on."""
+    validation: dict[str, Any] | None = None
+    """The split's identity: fraction, sizes per task, a hash of the held-out indices."""
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,12 +159,50 @@ def _class_incremental(
     )
 
 
-def with_tensors(built: BuiltBenchmark, train: list[TensorPair], test: list[TensorPair]) -> BuiltBenchmark:
+def with_tensors(built: BuiltBenchmark, train: list[TensorPair], test: list[TensorPair],
+                 validation: list[TensorPair] | None = None) -> BuiltBenchmark:
     """The same benchmark over other tensors of the same samples (e.g. a frozen prefix's
     features), its Avalanche streams rebuilt over them."""
     from dataclasses import replace
 
-    return _finish(replace(built, train_tensors=list(train), test_tensors=list(test)))
+    return _finish(replace(built, train_tensors=list(train), test_tensors=list(test),
+                           validation_tensors=list(validation) if validation is not None
+                           else built.validation_tensors))
+
+
+def hold_out_validation(built: BuiltBenchmark, fraction: float, seed: int) -> BuiltBenchmark:
+    """Move a seeded, class-stratified ``fraction`` of each task's training pool into a
+    validation set (⌊fraction·n_c + ½⌋ samples of a class with n_c ≥ 2 samples, at least one);
+    the rest is the training set. Recorded: the sizes and a hash of the held-out indices."""
+    import hashlib
+
+    import torch
+
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {fraction!r}")
+    train, validation, digest, sizes = [], [], hashlib.sha256(), []
+    for task, (x, y) in enumerate(built.train_tensors or []):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * task + 17)
+        held = []
+        for cls in torch.unique(y).tolist():
+            members = torch.nonzero(y == cls).flatten()
+            if len(members) < 2:
+                continue
+            count = max(1, min(len(members) - 1, int(fraction * len(members) + 0.5)))
+            held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        held_out = torch.sort(torch.cat(held)).values if held else torch.zeros(0, dtype=torch.long)
+        keep = torch.ones(len(y), dtype=torch.bool)
+        keep[held_out] = False
+        train.append((x[keep].contiguous(), y[keep].contiguous()))
+        validation.append((x[held_out].contiguous(), y[held_out].contiguous()))
+        digest.update(f"task{task}:".encode())
+        digest.update(held_out.numpy().tobytes())
+        sizes.append(int(len(held_out)))
+    from dataclasses import replace
+
+    identity = {"fraction": fraction, "sizes": sizes, "indices_sha256": digest.hexdigest()}
+    return _finish(replace(built, train_tensors=train, validation_tensors=validation,
+                           validation=identity))
 
 
 def _finish(built: BuiltBenchmark) -> BuiltBenchmark:
@@ -300,4 +342,11 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 
 
 def build_benchmark(cfg: RunConfig) -> BuiltBenchmark:
-    return get_benchmark(cfg.benchmark).build(cfg)
+    """The benchmark of ``cfg``, with its validation split held out (``validation_fraction``)."""
+    built = get_benchmark(cfg.benchmark).build(cfg)
+    if cfg.validation_fraction > 0:
+        if built.train_tensors is None:
+            raise ConfigError(f"validation_fraction needs an in-memory benchmark; {cfg.benchmark!r} "
+                              "streams images from disk (accepted: validation_fraction: 0)")
+        built = hold_out_validation(built, cfg.validation_fraction, cfg.seed)
+    return built

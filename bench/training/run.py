@@ -24,6 +24,7 @@ from mergecl.bench.orchestration.records import (
     RunRecord,
     Timings,
     TrajectoryUse,
+    ValidationSplit,
 )
 from mergecl.bench.streams.benchmarks import BuiltBenchmark, build_benchmark
 from mergecl.bench.training.trajectories import TrajectoryPlan, TrajectoryStore
@@ -179,6 +180,13 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         if progress:
             progress(i + 1, n_train)
 
+    validation = None
+    if built.validation_tensors is not None:
+        val_cil, val_til = collector.evaluate_tensors(
+            model, built.validation_tensors, cfg.eval_batch_size, context.seen_classes(n_exp - 1))
+        validation = ValidationSplit(
+            **built.validation, row=val_cil, til_row=val_til, acc=float(np.mean(val_cil)),
+            til_acc=float(np.mean(val_til)) if val_til is not None else None)
     summary = summarize_row if cls.upper_bound else summarize
     metrics = summary(cil_rows[0] if cls.upper_bound else cil_rows)
     til_metrics = (summary(til_rows[0] if cls.upper_bound else til_rows) if til_rows else None)
@@ -194,6 +202,7 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         til_acc_matrix=til_rows or None,
         metrics=Metrics(**metrics),
         til_metrics=Metrics(**til_metrics) if til_metrics else None,
+        validation=validation,
         diagnostics={**method.diagnostics(), **({"benchmark": built.info} if built.info else {})},
         trajectory=TrajectoryUse(
             key=",".join(trajectory.keys()), regime=cls.timing if cls.timing == "post-hoc" else "first-task",
@@ -226,7 +235,9 @@ def frozen_prefix_features(cfg: RunConfig, model, built: BuiltBenchmark) -> Buil
                                        "channels_last": cfg.channels_last})
     train = featurize_pairs(prefix, built.train_tensors or [], prefix_id)
     test = featurize_pairs(prefix, built.test_tensors or [], prefix_id)
-    return with_tensors(built, train, test)
+    validation = (featurize_pairs(prefix, built.validation_tensors, prefix_id)
+                  if built.validation_tensors is not None else None)
+    return with_tensors(built, train, test, validation)
 
 
 def record_identity(cfg: RunConfig) -> dict:
@@ -237,4 +248,6 @@ def record_identity(cfg: RunConfig) -> dict:
         "method": cfg.method, "label": cfg.label or cfg.method, "benchmark": cfg.benchmark,
         "seed": cfg.seed, "preset": cfg.preset, "parameterisation": cfg.parameterisation,
         "config": cfg.model_dump(mode="json"), "config_hash": config_hash(cfg.hashable()),
+        "variant": cfg.variant, "base_label": cfg.base_label, "tuned_values": cfg.tuned_values,
+        "tuning_hash": cfg.tuning_hash,
     }

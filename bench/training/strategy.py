@@ -290,15 +290,34 @@ class AccuracyCollector(SupervisedPlugin):
     @torch.no_grad()
     def after_eval_iteration(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         j = int(strategy.experience.current_experience)
-        logits = strategy.mb_output.detach().float()
-        y = strategy.mb_y
-        counts = self._counts.setdefault(j, [0, 0, 0])  # cil correct, til correct, total
+        self.add(j, strategy.mb_output, strategy.mb_y)
+
+    def add(self, experience: int, logits: Tensor, y: Tensor) -> None:
+        """Count one batch of experience ``experience``'s evaluation."""
+        logits = logits.detach().float()
+        counts = self._counts.setdefault(experience, [0, 0, 0])  # cil correct, til correct, total
         cil = logits.masked_fill(~self.seen.to(logits.device), float("-inf")).argmax(1)
         counts[0] += int((cil == y).sum())
         if self.task_incremental:
-            til = logits.masked_fill(~self.experience_masks[j].to(logits.device), float("-inf")).argmax(1)
+            mask = self.experience_masks[experience].to(logits.device)
+            til = logits.masked_fill(~mask, float("-inf")).argmax(1)
             counts[1] += int((til == y).sum())
         counts[2] += len(y)
+
+    @torch.no_grad()
+    def evaluate_tensors(self, model: nn.Module, pairs: Sequence[tuple[Tensor, Tensor]],
+                         batch_size: int, seen_classes: Sequence[int]) -> tuple[list[float], list[float] | None]:
+        """One CIL/TIL row on in-memory tensors (the validation split), outside Avalanche's loop."""
+        was_training = model.training
+        model.eval()
+        try:
+            self.start_row(seen_classes)
+            for j, (x, y) in enumerate(pairs):
+                for start in range(0, len(y), batch_size):
+                    self.add(j, model(x[start:start + batch_size]), y[start:start + batch_size])
+            return self.row(len(pairs))
+        finally:
+            model.train(was_training)
 
     def row(self, n_experiences: int) -> tuple[list[float], list[float] | None]:
         missing = [j for j in range(n_experiences) if self._counts.get(j, [0, 0, 0])[2] == 0]

@@ -94,9 +94,10 @@ def trajectory_fields(cfg: RunConfig, regime: Regime) -> dict[str, Any]:
     """What a trajectory's states depend on (see the module docstring)."""
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; accepted: {', '.join(REGIMES)}")
-    data = cfg.model_dump(mode="json")
-    for name in NOT_TRAINING_FIELDS + ("label", "preset", "data_root", "download"):
+    data = cfg.hashable()  # without the execution and row-description fields
+    for name in NOT_TRAINING_FIELDS:
         data.pop(name, None)
+    data.update(threads=cfg.threads, device=cfg.device)  # they can change the numerics
     data["regime"] = regime
     data["training_code"] = training_code_digest()
     return data

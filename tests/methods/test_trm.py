@@ -383,3 +383,15 @@ def test_merge_never_raises_the_current_task_loss_above_the_better_anchor(seed, 
     record = method.per_task[-1]
     assert record["task_loss_bound"] == pytest.approx(bound, abs=1e-5)
     assert 0 < record["consistency_samples"] <= len(y)  # only where θ̂_{t-1} was right
+
+
+def test_always_protects_the_current_task_on_class_incremental_streams_too():
+    _model, space, method, strategy = build({"protect_current_task": "always", "steps": 10,
+                                            "w_consistency": 5.0})
+    seen = _train_two_tasks(method, space, strategy)
+    record = method.per_task[-1]
+    assert record["objectives_after"]["alignment"] <= record["task_loss_bound"] + 1e-6
+    never = build({"protect_current_task": "never", "steps": 10, "w_consistency": 5.0})
+    _train_two_tasks(never[2], never[1], never[3])
+    assert never[2].per_task[-1]["accepted_step"] == 10  # the final iterate, unconstrained
+    assert seen["trained"]  # θ*_t was captured before the merge
