@@ -12,6 +12,7 @@ Every input is validated before any training; refused input writes nothing and e
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -33,6 +34,9 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", help="allow torchvision to download MNIST/FMNIST")
     parser.add_argument("--plugins", action="append", default=[], metavar="FILE.py",
                         help="register the MergeMethod subclasses defined in this file")
+    parser.add_argument("--logger", dest="loggers", action="append", default=[],
+                        choices=["tensorboard", "wandb", "csv", "text"],
+                        help="attach an Avalanche logger (repeatable; writes under <out>/logs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
 
@@ -129,6 +133,9 @@ def _load_plugins(paths: Sequence[str]) -> None:
 
 def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_overrides(args.overrides)
+    if getattr(args, "loggers", None):
+        overrides["loggers"] = list(dict.fromkeys(args.loggers))
+        overrides.setdefault("log_dir", str(Path(os.path.abspath(args.out)) / "logs"))
     if args.data_root:
         overrides["data_root"] = args.data_root
     if args.download:

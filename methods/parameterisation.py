@@ -30,12 +30,35 @@ from torch import Tensor, nn
 StateDict = dict[str, Tensor]
 
 
-def head_parameter_names(model: nn.Module) -> list[str]:
+HEAD_ATTRIBUTES: tuple[str, ...] = ("head", "classifier", "fc")
+"""Where a model's classifier head is looked for (after an explicit ``head=`` module name):
+the harness's models and timm's expose ``head``; Avalanche's SimpleMLP ``classifier``;
+torchvision's ResNets ``fc``."""
+
+
+def head_module(model: nn.Module, head: str | None = None) -> nn.Module | None:
+    """The classifier head: the submodule named ``head`` (dotted path) if given, else the first
+    of :data:`HEAD_ATTRIBUTES` the model has (a module with parameters), else None."""
+    if head is not None:
+        try:
+            return model.get_submodule(head)
+        except AttributeError:
+            names = [name for name, _ in model.named_modules() if name]
+            raise ValueError(f"head={head!r} is not a submodule of the model; accepted: "
+                             f"{', '.join(names[-8:])} …") from None
+    for attribute in HEAD_ATTRIBUTES:
+        module = getattr(model, attribute, None)
+        if isinstance(module, nn.Module) and any(True for _ in module.parameters()):
+            return module
+    return None
+
+
+def head_parameter_names(model: nn.Module, head: str | None = None) -> list[str]:
     """Names (in ``model.named_parameters()``) of the classifier head's parameters."""
-    head = getattr(model, "head", None)
-    if head is None:
+    module = head_module(model, head)
+    if module is None:
         return []
-    ids = {id(p) for p in head.parameters()}
+    ids = {id(p) for p in module.parameters()}
     return [name for name, p in model.named_parameters() if id(p) in ids]
 
 
@@ -44,9 +67,10 @@ class ParameterSpace(ABC):
 
     kind: str
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, head: str | None = None) -> None:
         self.model = model
-        self.head_names = head_parameter_names(model)
+        self.head = head
+        self.head_names = head_parameter_names(model, head)
 
     @property
     @abstractmethod
@@ -123,8 +147,8 @@ class ParameterSpace(ABC):
 class FullSpace(ParameterSpace):
     kind = "full"
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, head: str | None = None) -> None:
+        super().__init__(model, head)
         self._names = [n for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
 
     @property
@@ -151,15 +175,16 @@ class LoraSpace(ParameterSpace):
     adapter = "default"
 
     def __init__(self, model: nn.Module, targets: list[str], rank: int, alpha: float,
-                 kv_only: bool = False, generator: torch.Generator | None = None) -> None:
+                 kv_only: bool = False, generator: torch.Generator | None = None,
+                 head: str | None = None) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
-        super().__init__(model)
+        super().__init__(model, head)
         self.generator = generator or torch.Generator().manual_seed(0)
         if not targets:
             raise ValueError("LoRA needs at least one target module pattern (lora_targets)")
-        head_modules = {name for name, _ in model.named_modules()
-                        if getattr(model, "head", None) is not None and _ is model.head}
+        classifier = head_module(model, head)
+        head_modules = {name for name, module in model.named_modules() if module is classifier}
         config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
                             bias="none", exclude_modules=list(head_modules) or None)
         try:
@@ -178,7 +203,7 @@ class LoraSpace(ParameterSpace):
                     p.requires_grad_(True)
         if not self.lora_layers:
             raise ValueError(f"LoRA targets {targets!r} matched no module")
-        self.head_names = head_parameter_names(model)
+        self.head_names = head_parameter_names(model, head)
         params = self.parameters_by_name()
         for n in self.head_names:
             params[n].requires_grad_(True)
@@ -276,9 +301,10 @@ class LoraSpace(ParameterSpace):
 
 def build_space(model: nn.Module, kind: str, *, targets: list[str] | None = None, rank: int = 8,
                 alpha: float = 16.0, kv_only: bool = False,
-                generator: torch.Generator | None = None) -> ParameterSpace:
+                generator: torch.Generator | None = None, head: str | None = None) -> ParameterSpace:
     if kind == "full":
-        return FullSpace(model)
+        return FullSpace(model, head)
     if kind == "lora":
-        return LoraSpace(model, targets or [], rank, alpha, kv_only=kv_only, generator=generator)
+        return LoraSpace(model, targets or [], rank, alpha, kv_only=kv_only, generator=generator,
+                         head=head)
     raise ValueError(f"unknown parameterisation {kind!r}; accepted: full, lora")

@@ -117,6 +117,9 @@ class RunConfig(BaseModel):
     device: str = "cpu"
     trajectories: str = Field("auto", description="trajectory store: auto ($MERGECL_TRAJECTORIES or "
                               "~/.cache/mergecl/trajectories), off, or a directory")
+    loggers: list[Literal["tensorboard", "wandb", "csv", "text"]] = Field(
+        default_factory=list, description="Avalanche loggers (with its accuracy and forgetting metrics)")
+    log_dir: str | None = Field(None, description="where the loggers write (default: <out>/logs)")
 
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -165,7 +168,7 @@ class RunConfig(BaseModel):
 
 EXECUTION_FIELDS: tuple[str, ...] = ("threads", "device", "data_root", "download", "preset", "label",
                                      "trajectories", "variant", "base_label", "tuned_values",
-                                     "tuning_hash")
+                                     "tuning_hash", "loggers", "log_dir")
 """Fields that say where and how a run executes, not what it computes (not hashed)."""
 
 ADDED_FIELDS: tuple[str, ...] = ("validation_fraction",)

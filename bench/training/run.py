@@ -117,7 +117,8 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
     """Train and evaluate one run; return its record (status ``ok``). Exceptions propagate."""
     from mergecl.bench.config.validation import method_class
     from mergecl.bench.reporting.metrics import summarize, summarize_row
-    from mergecl.bench.training.strategy import AccuracyCollector, MergeCLStrategy
+    from mergecl.bench.training.evaluation import AccuracyCollector
+    from mergecl.bench.training.strategy import MergeCLStrategy
     from mergecl.methods.base import MethodContext
 
     started_at, t_start = provenance.now(), perf_counter()
@@ -155,8 +156,17 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
         trajectory = TrajectoryPlan.for_run(cfg, store, n_exp, timing=cls.timing,
                                             train_from=method.train_from,
                                             plain_first_task=method.plain_first_task)
+    evaluator = None
+    if cfg.loggers:
+        from pathlib import Path
+
+        from mergecl.bench.training.evaluation import avalanche_evaluator
+
+        log_dir = Path(cfg.log_dir or "logs") / cfg.benchmark / (cfg.label or cfg.method) / f"seed{cfg.seed}"
+        evaluator = avalanche_evaluator(cfg.loggers, log_dir, f"{cfg.label}-{cfg.benchmark}-seed{cfg.seed}")
     strategy = MergeCLStrategy(
         model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr), config=cfg,
+        evaluator=evaluator,
         classes_per_experience=loss_classes, n_classes=built.n_classes, train_tensors=train_tensors,
         test_tensors=built.test_tensors, plugins=[method, *method.extra_plugins(), collector],
         generator=torch.Generator().manual_seed(cfg.seed), space=space, trajectory=trajectory,

@@ -13,8 +13,7 @@ nothing per-method:
 * a non-finite loss stops the run with :class:`NonFiniteLossError` naming the step;
 * ``train_seconds`` / ``train_steps`` count optimisation steps only (data loading excluded).
 
-``AccuracyCollector`` fills one row of the class-incremental and task-incremental accuracy
-matrices from the *same* forward passes of one evaluation over the test stream.
+The accuracy matrices are collected by ``bench/training/evaluation.py``.
 """
 
 from __future__ import annotations
@@ -89,13 +88,15 @@ class MergeCLStrategy(SupervisedTemplate):
         generator: torch.Generator | None = None,
         space: Any = None,
         trajectory: Any = None,
+        evaluator: EvaluationPlugin | None = None,
     ) -> None:
         self.config = config
         self._parameter_groups = parameter_groups
         placeholder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        with warnings.catch_warnings():  # "no loggers": records are written by the runner
-            warnings.simplefilter("ignore", UserWarning)
-            evaluator = EvaluationPlugin(loggers=[])
+        if evaluator is None:  # no Avalanche metrics or loggers: the records hold the results
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                evaluator = EvaluationPlugin(loggers=[])
         super().__init__(
             model=model,
             optimizer=placeholder,
@@ -260,69 +261,3 @@ class MergeCLStrategy(SupervisedTemplate):
             self.train_seconds += perf_counter() - started
             self.train_steps += 1
             self.experience_steps += 1
-
-
-class AccuracyCollector(SupervisedPlugin):
-    """One row of the CIL and TIL accuracy matrices from the same evaluation forward passes.
-
-    CIL: argmax over the classes seen so far (task-agnostic). TIL: argmax restricted to the
-    evaluated experience's own classes. Domain-incremental streams have no TIL.
-    """
-
-    def __init__(self, classes_per_experience: Sequence[Sequence[int]], n_classes: int,
-                 task_incremental: bool) -> None:
-        super().__init__()
-        self.n_classes = n_classes
-        self.task_incremental = task_incremental
-        self.experience_masks = []
-        for classes in classes_per_experience:
-            mask = torch.zeros(n_classes, dtype=torch.bool)
-            mask[list(classes)] = True
-            self.experience_masks.append(mask)
-        self.seen = torch.ones(n_classes, dtype=torch.bool)
-        self._counts: dict[int, list[int]] = {}
-
-    def start_row(self, seen_classes: Sequence[int]) -> None:
-        self.seen = torch.zeros(self.n_classes, dtype=torch.bool)
-        self.seen[list(seen_classes)] = True
-        self._counts = {}
-
-    @torch.no_grad()
-    def after_eval_iteration(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
-        j = int(strategy.experience.current_experience)
-        self.add(j, strategy.mb_output, strategy.mb_y)
-
-    def add(self, experience: int, logits: Tensor, y: Tensor) -> None:
-        """Count one batch of experience ``experience``'s evaluation."""
-        logits = logits.detach().float()
-        counts = self._counts.setdefault(experience, [0, 0, 0])  # cil correct, til correct, total
-        cil = logits.masked_fill(~self.seen.to(logits.device), float("-inf")).argmax(1)
-        counts[0] += int((cil == y).sum())
-        if self.task_incremental:
-            mask = self.experience_masks[experience].to(logits.device)
-            til = logits.masked_fill(~mask, float("-inf")).argmax(1)
-            counts[1] += int((til == y).sum())
-        counts[2] += len(y)
-
-    @torch.no_grad()
-    def evaluate_tensors(self, model: nn.Module, pairs: Sequence[tuple[Tensor, Tensor]],
-                         batch_size: int, seen_classes: Sequence[int]) -> tuple[list[float], list[float] | None]:
-        """One CIL/TIL row on in-memory tensors (the validation split), outside Avalanche's loop."""
-        was_training = model.training
-        model.eval()
-        try:
-            self.start_row(seen_classes)
-            for j, (x, y) in enumerate(pairs):
-                for start in range(0, len(y), batch_size):
-                    self.add(j, model(x[start:start + batch_size]), y[start:start + batch_size])
-            return self.row(len(pairs))
-        finally:
-            model.train(was_training)
-
-    def row(self, n_experiences: int) -> tuple[list[float], list[float] | None]:
-        missing = [j for j in range(n_experiences) if self._counts.get(j, [0, 0, 0])[2] == 0]
-        if missing:
-            raise RuntimeError(f"evaluation saw no samples of test experiences {missing}")
-        cil = [self._counts[j][0] / self._counts[j][2] for j in range(n_experiences)]
-        til = [self._counts[j][1] / self._counts[j][2] for j in range(n_experiences)] if self.task_incremental else None
-        return cil, til

@@ -175,7 +175,8 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
 
 # ----------------------------------------------------------------------------- strategy helpers
 def build_strategy(cfg: RunConfig, built, method_name: str, extra: list | None = None):
-    from mergecl.bench.training.strategy import AccuracyCollector, MergeCLStrategy
+    from mergecl.bench.training.evaluation import AccuracyCollector
+    from mergecl.bench.training.strategy import MergeCLStrategy
 
     model, space = build_model_and_space(cfg, built.n_classes)
     method = method_for(cfg, space, built)
