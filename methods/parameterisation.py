@@ -8,7 +8,7 @@ keyed by the model's own parameter names:
   target modules, the head is trained fully. The mergeable entries are the targeted *base*
   weights, whose effective value is ``W + B·A·(α/r)``, plus the head. After a merge the result
   is written into the base weights and the adapter is restarted (A re-initialised, B = 0), so
-  every task trains a fresh adapter from the merged model (METHODS.md, "lora").
+  every task trains a fresh adapter from the merged model (docs/methods.md, "lora").
 
 For timm ViTs, ``kv_only=True`` restricts the adapter on the fused ``qkv`` projection to the
 key/value output rows (P&M's setting) by zeroing B's query rows and their gradients.

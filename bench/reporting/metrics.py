@@ -2,14 +2,14 @@
 
 ``R[i][j]`` is the accuracy on test experience ``j`` after training experience ``i``; a run
 over ``T`` experiences gives a ``T x T`` matrix. The definitions follow the "Metrics" section
-of ``METHODS.md`` exactly:
+of ``docs/methods.md`` exactly:
 
 * **Acc** (final average accuracy) = ``mean_j R[T-1][j]``;
 * **AAA** (average anytime accuracy) = ``mean_i ( mean_{j<=i} R[i][j] )``;
 * **Forgetting** = ``mean_{j<T-1} ( max_{i<T-1} R[i][j] - R[T-1][j] )``;
 * **BWT** (backward transfer) = ``mean_{j<T-1} ( R[T-1][j] - R[j][j] )``.
 
-Note that the maximum in Forgetting runs over *all* ``i < T-1`` (as written in METHODS.md),
+Note that the maximum in Forgetting runs over *all* ``i < T-1`` (as written in docs/methods.md),
 including rows recorded before experience ``j`` was trained; in the class-incremental setting
 those entries are ~0 and the result equals the more common ``max_{j<=i<T-1}`` form.
 

@@ -2,7 +2,7 @@
 
 * :data:`REPORTED` — every published figure mergecl quotes, as data, each table with its
   source and provenance (secondary reading, aggregator, citing papers). Numbers that are not
-  recorded in ``METHODS.md`` are ``None`` and print as ``n/r``; none is ever filled in here.
+  recorded in ``docs/methods.md`` are ``None`` and print as ``n/r``; none is ever filled in here.
 * :data:`PAPER_TABLES` — the P&M and MagMax tables: paper row → mergecl method label(s),
   paper column → (mergecl benchmark, metric).
 * :func:`paper_table` — the paper's layout, each cell ``reported | ours``.
@@ -109,7 +109,7 @@ REPORTED: dict[str, ReportedTable] = {
             key="pnm",
             title="P&M (Qiu et al., NeurIPS 2025), class-incremental",
             source="P&M paper (arXiv 2505.22389), main results table, via secondary reading "
-                   "(METHODS.md: \"from a secondary reading of the P&M paper\"); not checked against the PDF",
+                   "(docs/methods.md: \"from a secondary reading of the P&M paper\"); not checked against the PDF",
             provenance="secondary reading",
             rows=_PNM_ROWS, columns=_PNM_COLUMNS, values=_grid(_PNM_ROWS, _PNM_COLUMNS, _PNM_VALUES),
         ),
@@ -117,7 +117,7 @@ REPORTED: dict[str, ReportedTable] = {
             key="pnm-inr10",
             title="P&M paper, ImageNet-R/10 against CL methods",
             source="P&M paper (arXiv 2505.22389), ImageNet-R/10 comparison with CL methods, via secondary "
-                   "reading (METHODS.md); not checked against the PDF",
+                   "reading (docs/methods.md); not checked against the PDF",
             provenance="secondary reading",
             rows=_PNM_CL_ROWS, columns=("Acc", "AAA"),
             values=_grid(_PNM_CL_ROWS, ("Acc", "AAA"), _PNM_CL_VALUES),
@@ -126,7 +126,7 @@ REPORTED: dict[str, ReportedTable] = {
         ReportedTable(
             key="magmax",
             title="MagMax (Marczak et al., ECCV 2024), class-incremental",
-            source="MagMax paper (arXiv 2407.06322): METHODS.md records its setup but no numbers, so every "
+            source="MagMax paper (arXiv 2407.06322): docs/methods.md records its setup but no numbers, so every "
                    "reported cell is n/r (not recorded here) — take them from the paper, never guess",
             provenance="not recorded",
             rows=_MAGMAX_ROWS, columns=_MAGMAX_COLUMNS,
@@ -233,7 +233,7 @@ RELATED_TABLES: dict[str, TableLayout] = {
     "trm": TableLayout(
         paper="trm", title=REPORTED["trm"].title, reported="trm", rows={"TRM": ("trm",)},
         columns={"C100-10": ("cifar100-10", "acc"), "C100-20": ("cifar100-20", "acc"), "Cars-10": (None, "acc")},
-        notes=("mergecl's TRM is a reconstruction from the abstract (METHODS.md); Cars is not in mergecl.",)),
+        notes=("mergecl's TRM is a reconstruction from the abstract (docs/methods.md); Cars is not in mergecl.",)),
     "became": TableLayout(
         paper="became", title=REPORTED["became"].title, reported="became", rows={"BECAME": ("became",)},
         columns={"C100-5": ("cifar100-5", "acc"), "C100-10": ("cifar100-10", "acc"),

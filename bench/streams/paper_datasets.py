@@ -31,7 +31,7 @@ Protocol choices (the same for every method, recorded here because papers differ
   images: the 345 classes are split into tasks (5 × 69 by default) and a task holds its
   classes' images from every domain present; the official ``<domain>_train.txt`` /
   ``<domain>_test.txt`` lists define the split. Domain identity is not used. The P&M paper's
-  exact DN* subset/protocol is not documented in METHODS.md; this is our choice.
+  exact DN* subset/protocol is not documented in docs/methods.md; this is our choice.
 
 Images are loaded lazily with PIL (converted to RGB) and transformed by Avalanche's transform
 groups; the default transform (train and eval) is a square resize to ``image_size`` and a

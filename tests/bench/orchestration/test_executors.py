@@ -342,7 +342,7 @@ def test_slurm_job_array_script_carries_the_options(tmp_path: Path, monkeypatch)
         mem_gb=16,
         array_parallelism=2,
         extra={"account": "abc"},
-        setup=["source /shared/venv/bin/activate"],
+        setup=["source ./venv/bin/activate"],
         wait=False,
     )
     summary = execute(cfgs, out, executor="slurm", quiet=True, slurm=options)
@@ -358,7 +358,7 @@ def test_slurm_job_array_script_carries_the_options(tmp_path: Path, monkeypatch)
         "#SBATCH --mem=16GB",
         "#SBATCH --array=0-2%2",
         "#SBATCH --account=abc",
-        "source /shared/venv/bin/activate",
+        "source ./venv/bin/activate",
     ):
         assert line in text, (line, text)
     assert str(out / "_submitit") in text

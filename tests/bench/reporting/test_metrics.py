@@ -36,7 +36,7 @@ def test_three_tasks_by_hand() -> None:
 
 
 def test_forgetting_max_runs_over_all_rows_before_the_last() -> None:
-    # METHODS.md: max over i < T-1, including rows before experience j was trained
+    # docs/methods.md: max over i < T-1, including rows before experience j was trained
     # (forward transfer in a domain-incremental stream): R[0][1] = 0.9 counts for j = 1.
     R = [[0.5, 0.9, 0.1], [0.4, 0.5, 0.2], [0.3, 0.4, 0.8]]
     assert summarize(R)["forgetting"] == pytest.approx(((0.5 - 0.3) + (0.9 - 0.4)) / 2)
