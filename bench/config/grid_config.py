@@ -29,12 +29,18 @@ class MethodEntry:
 
     ``tune``: tune this row's tunable hyper-parameters (``True``), not at all (``False``, e.g.
     an ablation whose tunables do nothing), or over another search space (``{param: [values]}``).
+    ``benchmarks``: run this row on these of the grid's benchmarks only (``None``: all of them),
+    e.g. a LoRA tier on one headline benchmark.
     """
 
     label: str
     method: str
     overrides: dict[str, Any]
     tune: bool | dict[str, list[Any]] = True
+    benchmarks: tuple[str, ...] | None = None
+
+    def runs_on(self, benchmark: str) -> bool:
+        return self.benchmarks is None or benchmark in self.benchmarks
 
 
 class TuneSettings(BaseModel):
@@ -57,7 +63,7 @@ class TuneSettings(BaseModel):
 
 GRID_KEYS = ("methods", "benchmarks", "seeds", "preset", "set", "workers", "executor", "title",
              "tune", "tuned")
-ENTRY_KEYS = ("label", "method", "set", "tune")
+ENTRY_KEYS = ("label", "method", "set", "tune", "benchmarks")
 
 
 def parse_method_entry(entry: Any) -> MethodEntry:
@@ -80,8 +86,14 @@ def parse_method_entry(entry: Any) -> MethodEntry:
                 isinstance(tune, Mapping) and all(isinstance(v, list) for v in tune.values())):
             raise ConfigError(f"method entry {label!r}: 'tune' must be true, false or "
                               f"{{parameter: [values]}} (got {tune!r})")
+        only = entry.get("benchmarks")
+        if only is not None and (not isinstance(only, list) or not only
+                                 or not all(isinstance(b, str) for b in only)):
+            raise ConfigError(f"method entry {label!r}: 'benchmarks' must be a non-empty list of "
+                              f"benchmark names (got {only!r})")
         return MethodEntry(label=label, method=method, overrides=dict(overrides),
-                           tune=tune if isinstance(tune, bool) else {k: list(v) for k, v in tune.items()})
+                           tune=tune if isinstance(tune, bool) else {k: list(v) for k, v in tune.items()},
+                           benchmarks=tuple(only) if only is not None else None)
     raise ConfigError(f"method entry {entry!r} must be a name or a mapping with {'/'.join(ENTRY_KEYS)}")
 
 
@@ -121,6 +133,11 @@ def parse_grid(data: Mapping[str, Any]) -> GridConfig:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigError(f"method labels must be unique; repeated: {duplicates}")
+    for entry in methods:
+        outside = sorted(set(entry.benchmarks or ()) - set(data["benchmarks"]))
+        if outside:
+            raise ConfigError(f"method entry {entry.label!r}: benchmarks {outside} are not in the grid; "
+                              f"accepted: {', '.join(data['benchmarks'])}")
     title = data.get("title")
     try:
         tune = TuneSettings(**(data.get("tune") or {}))
@@ -168,6 +185,8 @@ def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None
     for benchmark in grid.benchmarks:
         for seed in grid.seeds:
             for entry in grid.methods:
+                if not entry.runs_on(benchmark):
+                    continue
                 overrides = entry_overrides(grid, entry, cli_overrides)
                 default = resolve_run(entry.method, benchmark, seed, chosen_preset, overrides,
                                       label=entry.label)

@@ -136,6 +136,12 @@ class RunConfig(BaseModel):
             raise ValueError("must be a non-empty name")
         return value
 
+    @field_validator("trajectories", mode="before")
+    @classmethod
+    def _off_is_off(cls, value: Any) -> Any:
+        # YAML (and therefore --set) reads a bare `off` as the boolean False
+        return "off" if value is False else value
+
     @field_validator("label")
     @classmethod
     def _label_is_path_safe(cls, value: str | None) -> str | None:

@@ -170,6 +170,8 @@ def tuning_plan(grid: GridConfig, settings: TuneSettings, entries: Sequence[Meth
     plan = {}
     for benchmark in benchmarks:
         for entry in entries:
+            if not entry.runs_on(benchmark):
+                continue
             params_class = method_class(entry.method).Params
             space = search_space(entry, params_class)
             overrides = entry_overrides(grid, entry, cli_overrides)

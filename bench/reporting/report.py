@@ -13,6 +13,10 @@ Counting: the merge rows are the rows whose family is ``"merge"`` and that have 
 successful value on the benchmark's headline metric; a tuned row (``"<label> (tuned)"``) is a
 row of its own, counted separately from its default row. A row sharing a single seed with the
 lower bound has no interval and counts as not resolved. Everything is computed from records.
+
+A benchmark run in two parameterisations (full fine-tuning and a LoRA tier) is assessed once
+per *tier*: each tier's merge rows against that tier's own lower and upper bounds
+(``seqft-lora`` and ``joint-lora`` for the LoRA rows), never across tiers.
 """
 
 from __future__ import annotations
@@ -110,15 +114,47 @@ class Discrimination:
         return f"does not discriminate ({'; '.join(self.reasons())})"
 
 
+TIER_TITLES = {"full": "", "lora": " (LoRA)"}
+
+
+def tiers(records: Iterable[RunRecord], benchmark: str) -> list[str]:
+    """The parameterisations with records on ``benchmark``: ``full`` first."""
+    found = {record.parameterisation for record in as_records(records) if record.benchmark == benchmark}
+    return [tier for tier in TIER_TITLES if tier in found]
+
+
+def tier_bounds(records: Iterable[RunRecord], tier: str, families: Mapping[str, str],
+                lower: str, upper: str) -> tuple[str, str]:
+    """The lower- and upper-bound rows of ``tier``: ``lower``/``upper`` for full fine-tuning,
+    else the default (untuned) rows of the tier whose family is lower-/upper-bound."""
+    if tier == "full":
+        return lower, upper
+    labels = list(dict.fromkeys(r.label for r in as_records(records)
+                                if r.parameterisation == tier and r.variant == "default"))
+
+    def find(family: str, fallback: str) -> str:
+        return next((label for label in labels if families.get(label) == family), fallback)
+
+    return find("lower-bound", f"{lower}-{tier}"), find("upper-bound", f"{upper}-{tier}")
+
+
 def assess(records: Iterable[RunRecord], benchmark: str, metric: str, families: Mapping[str, str],
            *, lower: str = "seqft", upper: str = "joint",
-           row_order: Sequence[str] = ()) -> Discrimination:
+           row_order: Sequence[str] = (), tier: str | None = None) -> Discrimination:
     """:class:`Discrimination` of ``benchmark`` on ``metric`` (``acc`` or ``til_acc``) from
     ``records``; ``families`` maps a row's label (a tuned row: its base label) to its family,
-    ``lower``/``upper`` name the bound rows, ``row_order`` orders the merge rows."""
+    ``lower``/``upper`` name the bound rows, ``row_order`` orders the merge rows. With ``tier``
+    (``full`` or ``lora``) only that parameterisation's records count, against the tier's own
+    bounds (:func:`tier_bounds`), and the benchmark is named ``"<benchmark> (LoRA)"``."""
+    records = as_records(records)
+    name = benchmark
+    if tier is not None:
+        records = [r for r in records if r.parameterisation == tier]
+        lower, upper = tier_bounds(records, tier, families, lower, upper)
+        name = benchmark + TIER_TITLES[tier]
     by_row: dict[str, list[RunRecord]] = defaultdict(list)
     family: dict[str, str | None] = {}
-    for record in as_records(records):
+    for record in records:
         if record.benchmark == benchmark:
             by_row[row_name(record)].append(record)
             family[row_name(record)] = families.get(record.row_label)
@@ -131,7 +167,7 @@ def assess(records: Iterable[RunRecord], benchmark: str, metric: str, families: 
         RowComparison(row, paired_points(by_row[row], by_row.get(lower, ()), metric))
         for row in order_rows(by_row, (), row_order)
         if family[row] == MERGE_FAMILY and cell_stats(by_row[row], metric).n)
-    return Discrimination(benchmark, metric, lower, upper, mean(lower), mean(upper), merges)
+    return Discrimination(name, metric, lower, upper, mean(lower), mean(upper), merges)
 
 
 def _yes(flag: bool) -> str:
@@ -152,10 +188,12 @@ def discrimination_section(assessments: Sequence[Discrimination]) -> list[str]:
     lines = [
         f"A benchmark discriminates when, on its headline metric, (1) the upper − lower bound gap "
         f"(difference of their means over seeds) is at least {MIN_GAP_POINTS:g} points and (2) at "
-        f"least half of the merge-family rows differ from {lower}: the paired interval of "
-        f"row − {lower} ({INTERVAL_METHOD}) excludes 0, in either direction. Counted: the merge-family rows with results "
-        "on the benchmark; a tuned row counts as a row of its own, separately from its default row; "
-        "a row sharing one seed with the lower bound has no interval and counts as not differing.",
+        f"least half of the merge-family rows differ from the lower bound ({lower}): the paired "
+        f"interval of row − {lower} ({INTERVAL_METHOD}) excludes 0, in either direction. Counted: "
+        "the merge-family rows with results on the benchmark; a tuned row counts as a row of its "
+        "own, separately from its default row; a row sharing one seed with the lower bound has no "
+        "interval and counts as not differing. A LoRA tier is assessed on its own, against its own "
+        "bounds (seqft-lora, joint-lora).",
         "",
     ]
     headers = ["benchmark", "headline", "upper − lower (points)", f"gap ≥ {MIN_GAP_POINTS:g}",

@@ -167,3 +167,26 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+
+
+def test_a_row_can_run_on_some_of_the_grid_benchmarks_only() -> None:
+    from mergecl.bench.config.grid_config import expand_grid
+
+    grid = parse_grid({"methods": ["seqft", {"label": "seqft-lora", "method": "seqft",
+                                             "set": {"parameterisation": "lora"},
+                                             "benchmarks": ["mnist-fmnist"]}],
+                       "benchmarks": ["mnist-fmnist", "rotated-mnist"], "seeds": [0], "preset": "quick"})
+    runs = [(cfg.label, cfg.benchmark, cfg.parameterisation) for cfg in expand_grid(grid)]
+    assert runs == [("seqft", "mnist-fmnist", "full"), ("seqft-lora", "mnist-fmnist", "lora"),
+                    ("seqft", "rotated-mnist", "full")]
+    with pytest.raises(ConfigError, match=r"benchmarks \['split-mnist'\] are not in the grid; accepted: mnist-fmnist"):
+        parse_grid({"methods": [{"method": "seqft", "benchmarks": ["split-mnist"]}],
+                    "benchmarks": ["mnist-fmnist"], "seeds": [0]})
+    with pytest.raises(ConfigError, match="non-empty list of benchmark names"):
+        parse_grid({"methods": [{"method": "seqft", "benchmarks": "mnist-fmnist"}],
+                    "benchmarks": ["mnist-fmnist"], "seeds": [0]})
+
+
+def test_trajectories_off_survives_yaml_parsing() -> None:
+    # `--set trajectories=off` arrives as YAML's False
+    assert resolve_run("seqft", "split-mnist", 0, "quick", {"trajectories": False}).trajectories == "off"

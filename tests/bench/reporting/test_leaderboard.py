@@ -387,3 +387,32 @@ def test_stale_plots_are_not_linked(tmp_path: Path) -> None:
     write(tmp_path, recs=bench_b(), benchmarks=BENCHMARKS[1:])
     links = section((tmp_path / "leaderboard.md").read_text(), "bench-b")
     assert "coefficient_traces" not in links and "accuracy_curves_bench-b.png" in links
+
+
+def test_a_lora_tier_is_compared_and_assessed_against_its_own_bounds(tmp_path):
+    records = []
+
+    def add(label, values, parameterisation="full", **fields):
+        for seed, value in enumerate(values):
+            records.append(make_record(label, seed, value, benchmark="bench-a", acc_matrix=MATRIX,
+                                       parameterisation=parameterisation, **fields))
+
+    add("seqft", [0.50, 0.52, 0.54])
+    add("avg", [0.70, 0.72, 0.74])                                  # +20 vs seqft
+    add("joint", [0.90, 0.92, 0.94], upper_bound=True)
+    add("seqft-lora", [0.40, 0.41, 0.42], "lora")
+    add("avg-lora", [0.45, 0.46, 0.47], "lora")                     # +5 vs seqft-lora
+    add("joint-lora", [0.60, 0.62, 0.64], "lora", upper_bound=True)  # gap 21
+    families = {**FAMILIES, "seqft-lora": "lower-bound", "avg-lora": "merge", "joint-lora": "upper-bound"}
+    order = ["seqft", "avg", "joint", "seqft-lora", "avg-lora", "joint-lora"]
+    expected = [("bench-a", label, seed) for label in order for seed in range(3)]
+    write_leaderboard(records, tmp_path, title="t", command="c", benchmarks=BENCHMARKS[:1],
+                      row_order=order, families=families, wall_s=None, cpu_model=None,
+                      seeds=[0, 1, 2], expected=expected)
+    page = (tmp_path / "leaderboard.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| ")}
+    assert "Δ Acc vs seqft (LoRA rows: vs seqft-lora)" in page
+    assert "+5.0 [+5.0, +5.0]" in rows["avg-lora"] and "+20.0 [+20.0, +20.0]" in rows["avg"]
+    discrimination = next(line for line in page.splitlines() if line.startswith("| bench-a (LoRA)"))
+    assert "joint-lora − seqft-lora = +21.0" in discrimination and "1 of 1" in discrimination
+    assert "Records: 18 ok, 0 failed, 0 missing" in page

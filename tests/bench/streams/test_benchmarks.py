@@ -53,3 +53,16 @@ def test_seeded_streams_and_rebuilding_over_other_tensors(data_root):
     assert len(doubled.train_stream) == first.n_experiences
     assert torch.equal(doubled.train_tensors[0][0], original * 2)
     assert torch.equal(first.train_tensors[0][0], original)  # the original is untouched
+
+
+def test_rotated_streams_rotate_each_domain_by_its_step(data_root):
+    cfg = resolve_run("seqft", "rotated-mnist-10", 0, "quick", {"data_root": str(data_root), "n_experiences": 3})
+    built = build_benchmark(cfg)
+    assert built.info["angles"] == [0.0, 20.0, 40.0]
+    assert built.scenario == "domain-incremental" and built.n_experiences == 3
+    assert OFFLINE_BENCHMARKS["rotated-mnist-10"].default_experiences == 10
+    five = build_benchmark(resolve_run("seqft", "rotated-mnist", 0, "quick",
+                                       {"data_root": str(data_root), "n_experiences": 2}))
+    assert five.info["angles"] == [0.0, 30.0]
+    # the unrotated domain is the same images in both streams (same seed, same subsets)
+    assert torch.equal(built.train_tensors[0][0], five.train_tensors[0][0])
