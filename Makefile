@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.mergecl-installed
 ARGS      ?=
 
-.PHONY: setup data leaderboard test test-fast bench lint clean-results
+.PHONY: setup data leaderboard tune test bench lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ data: $(STAMP)
 
 leaderboard: setup
 	$(BIN)/mergecl leaderboard $(ARGS)
+
+# Re-select the tuned rows' hyper-parameters on the validation split (same budget for every
+# row) and rewrite bench/config/tuned/*.yaml; `make leaderboard` reads those files.
+tune: setup
+	$(BIN)/mergecl tune --all --out .mergecl-cache/tuning $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest tests --ignore=tests/benchmarks -q $(ARGS)

@@ -287,11 +287,13 @@ def cmd_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     store = ResultStore(args.out)
     command = "mergecl " + " ".join(shlex.quote(a) for a in argv)
     shipped: dict[str, dict[str, TunedChoice]] = {}
+    finished = []
     for (label, benchmark), (cands, cfgs) in plan.items():
         entry = next(e for e in entries if e.label == label)
         record = tuning_record(entry, benchmark, settings, cands, cfgs, store,
                                search_space(entry, method_class(entry.method).Params))
         path = write_tuning_record(args.out, record)
+        finished.append(record)
         print(f"{benchmark} / {label}: {record.choice} (validation {record.metric} "
               f"{record.score:.4f}; {record.evaluated} configurations"
               f"{'; at the edge: ' + ', '.join(record.edge) if record.edge else ''}) -> {path}")
@@ -299,8 +301,14 @@ def cmd_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
             params=record.choice, tuning_hash=record.digest(), score=record.score, metric=record.metric,
             edge=record.edge, protocol=record.protocol)
     if args.all:
+        from mergecl.bench.config.tuned import TUNED_SUMMARY, tuned_directory
+        from mergecl.bench.orchestration.store import atomic_write_text
+        from mergecl.bench.orchestration.tuning import tuning_summary
+
         for benchmark, choices in shipped.items():
             print(f"wrote {write_tuned(benchmark, choices, command)}")
+        summary = atomic_write_text(tuned_directory() / TUNED_SUMMARY, tuning_summary(finished, command))
+        print(f"wrote {summary}")
     return 0
 
 

@@ -124,7 +124,12 @@ def test_all_ships_choices_and_tuned_rows_use_them(tmp_path, monkeypatch):
                  "--quiet"]) == 0
     written = yaml.safe_load((shipped / "split-fmnist.yaml").read_text())
     choice = written["choices"]["magmax"]
-    assert choice["tuning_hash"] == read_tuning_record(out, "split-fmnist", "magmax").digest()
+    record = read_tuning_record(out, "split-fmnist", "magmax")
+    assert choice["tuning_hash"] == record.digest()
+    summary = (shipped / "SUMMARY.md").read_text()
+    chosen = ", ".join(f"{k}={v:g}" for k, v in record.choice.items())
+    assert f"**{chosen}: {100 * record.score:.1f}**" in summary   # the choice, bold, with its score
+    assert summary.count("; ") >= record.evaluated - 1              # every configuration listed
     monkeypatch.setattr(tuned, "load_tuned", lambda b: tuned.TunedFile.model_validate(
         yaml.safe_load((shipped / f"{b}.yaml").read_text())))
     grid = parse_grid({**GRID, "methods": GRID["methods"][:1], "tuned": True})
