@@ -55,9 +55,13 @@ ProjectionSpace = Literal["uv", "u", "v"]
 
 
 def leading_subspace(task_vector: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(U_r, S_r, V_r): the singular triplets kept before cumsum(S)/ΣS first reaches ε."""
+    """(U_r, S_r, V_r): the singular triplets kept before cumsum(S)/ΣS first reaches ε.
+
+    A zero task vector (a weight this task did not change) has an empty subspace (rank 0)."""
     u, s, vh = torch.linalg.svd(task_vector, full_matrices=True)
     v = vh.T
+    if not bool(s.sum() > 0):
+        return u[:, :0], s[:0], v[:, :0]
     share = s.cumsum(dim=0) / s.sum()
     rank = int(torch.searchsorted(share, min(1.0, epsilon)).item())
     return u[:, :rank], s[:rank], v[:, :rank]
@@ -105,7 +109,10 @@ def dop_merge_matrix(pretrained: Tensor, inputs: tuple[Tensor, Tensor], *, lr: f
                 optimiser.zero_grad()
                 loss.backward()
                 grads.append(merged.grad.data.clone())
-            grads = [g / loss for g, loss in zip(grads, losses)]
+            # the reference normalises each gradient by its loss; a zero loss (the merge already
+            # inside that task's subspace constraint, or an empty subspace) leaves a zero
+            # gradient instead of 0/0
+            grads = [g / loss if loss > 0 else g for g, loss in zip(grads, losses)]
             solution = list(min_norm_weights(grads[0], grads[1]))
             if ema:
                 weights = [ema_beta * w + (1 - ema_beta) * float(x) for w, x in zip(weights, solution)]

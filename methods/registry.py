@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -79,11 +80,25 @@ def register(cls: type[MergeMethod]) -> type[MergeMethod]:
     return cls
 
 
+PLUGINS_ENV = "MERGECL_PLUGINS"
+"""Plugin files loaded in this process (``os.pathsep``-separated absolute paths). Worker
+processes — the local pool, Ray, SLURM — inherit the environment and load them on first lookup,
+so a ``--plugins`` method runs under every executor."""
+
+_loaded_files: set[str] = set()
+
+
 def load_plugin_file(path: str | Path) -> list[str]:
-    """Import one Python file and register the MergeMethod subclasses it defines."""
+    """Import one Python file and register the MergeMethod subclasses it defines; the file is
+    added to ``$MERGECL_PLUGINS`` so that worker processes register it too."""
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise UnknownMethodError(f"--plugins {str(path)!r}: not a .py file")
+    resolved = str(path.resolve())
+    _loaded_files.add(resolved)
+    listed = [p for p in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if p]
+    if resolved not in listed:
+        os.environ[PLUGINS_ENV] = os.pathsep.join([*listed, resolved])
     module_name = f"mergecl_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -101,7 +116,15 @@ def load_plugin_file(path: str | Path) -> list[str]:
     return names
 
 
+def _load_inherited_plugins() -> None:
+    """Register the plugin files a parent process loaded (``$MERGECL_PLUGINS``)."""
+    for path in os.environ.get(PLUGINS_ENV, "").split(os.pathsep):
+        if path and path not in _loaded_files:
+            load_plugin_file(path)
+
+
 def available() -> list[str]:
+    _load_inherited_plugins()
     return sorted(set(BUILTINS) | set(_entry_points()) | set(_extra))
 
 
@@ -121,6 +144,9 @@ def get_method(name: str) -> type[MergeMethod]:
         return _extra[name]
     if name in BUILTINS:
         return _import(BUILTINS[name])
+    _load_inherited_plugins()
+    if name in _extra:
+        return _extra[name]
     eps = _entry_points()
     if name in eps:
         cls = eps[name].load()  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from this model into ``docs/record-schema.md`` by::
 
     python -m mergecl.bench.orchestration.records > docs/record-schema.md
 
-(``tests/bench/orchestration/test_records.py`` checks that the file is current). Records
+(``tests/test_docs.py`` checks that the file is current). Records
 written by mergecl 0.1 (``schema_version`` 1) lack the later optional fields and read with
 their defaults.
 """
@@ -15,6 +15,8 @@ their defaults.
 from __future__ import annotations
 
 import sys
+import types
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -143,9 +145,21 @@ class RunRecord(BaseModel):
 
 
 def _type_text(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation).replace("typing.", "")
-    return text.replace("NoneType", "null").replace("|", "or").replace("  ", " ")
+    """A readable type: class names without modules (the same whether this module runs as
+    ``__main__`` or is imported), ``X or null`` for optionals, literals as their values."""
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in args)
+    if origin is not None and args:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_text(a) for a in args)}]"
+    return str(annotation).replace("typing.", "")
 
 
 def schema_markdown() -> str:

@@ -1,6 +1,6 @@
 """The result store: one JSON record per run, the single source of truth for what is done.
 
-Layout: ``<root>/<benchmark>/<label>/seed<k>.json`` (record schema in ``docs/ARCHITECTURE.md``).
+Layout: ``<root>/<benchmark>/<label>/seed<k>.json`` (record schema in ``docs/record-schema.md``).
 
 Guarantees
 ----------

@@ -4,7 +4,7 @@ Offline benchmarks (MNIST / Fashion-MNIST from ``mergecl.bench.streams.datasets`
 each experience's images are sub-sampled per class with the run's seed, then handed to
 Avalanche's ``tensors_benchmark`` so the strategy and plugins see ordinary Avalanche streams.
 The same tensors are kept beside the stream (``BuiltBenchmark.train_tensors``) so that the
-strategy can batch them without per-sample Python work (see ``bench/strategy.py``).
+strategy can batch them without per-sample Python work (see ``bench/training/strategy.py``).
 
 Paper-scale benchmarks (``imagenet-r-10``, ``cifar100-10``, …) come from
 ``mergecl.bench.streams.paper_datasets`` and load images lazily from the user's data root.

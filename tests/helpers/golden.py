@@ -66,7 +66,7 @@ def write() -> None:
     for method in METHODS:
         for parameterisation in PARAMETERISATIONS:
             record = quick_run(method, parameterisation=parameterisation)
-            assert record.status == "ok", record.get("error")
+            assert record.status == "ok", record.error
             runs[f"{method}/{parameterisation}"] = {
                 "acc_matrix": record.acc_matrix, "til_acc_matrix": record.til_acc_matrix,
                 "test_samples_per_experience": 2 * record.config["test_per_class"]}

@@ -33,6 +33,19 @@ def test_leading_subspace_keeps_the_values_before_the_share_is_reached():
     assert len(leading_subspace(task, 1.0)[1]) == 1  # searchsorted: the first value reaching 1.0
 
 
+def test_a_weight_a_task_did_not_change_merges_to_finite_values():
+    """A zero task vector has an empty subspace and a zero loss; the loss-normalised MGDA
+    gradient must not become 0/0 (it did: NaN weights in end-to-end runs)."""
+    assert leading_subspace(torch.zeros(3, 2), 0.99)[1].numel() == 0
+    base = torch.zeros(3, 2)
+    changed = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    for inputs in ((base, changed), (changed, base), (base, base)):
+        merged, weights = dop_merge_matrix(base, inputs, num_steps=5, lr=1e-2)
+        assert torch.isfinite(merged).all() and all(w == w for w in weights)
+    merged, _ = dop_merge_matrix(base, (base, base), num_steps=5, lr=1e-2)
+    assert torch.equal(merged, base)  # nothing changed: nothing moves
+
+
 def test_min_norm_weights_by_hand():
     g0, g1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0

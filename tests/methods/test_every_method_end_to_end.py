@@ -7,10 +7,18 @@ import pytest
 from conftest import quick_run
 from mergecl.bench.reporting.metrics import summarize, summarize_row
 
-METHODS = golden.METHODS
+# the golden methods, plus the newer post-hoc merges (not in the golden file, which predates them)
+METHODS = golden.METHODS + ["opcm", "dop"]
+
+
+def test_every_builtin_method_is_covered():
+    from mergecl.methods.registry import BUILTINS
+
+    assert sorted(METHODS) == sorted(BUILTINS)
 
 # every merge reports its coefficient under one shared key
-MERGING = {"pnm", "magmax", "avg", "coma", "dare", "ties", "random-mix", "task-arithmetic", "became"}
+MERGING = {"pnm", "magmax", "avg", "coma", "dare", "ties", "random-mix", "task-arithmetic", "became",
+           "opcm", "dop"}
 # merges whose coefficient is a convex weight (the others scale a task vector: λ ≥ 0)
 CONVEX = {"pnm", "avg", "coma", "dare", "became", "task-arithmetic"}
 
@@ -46,7 +54,8 @@ def test_method_runs_offline(method, parameterisation, no_network):
         assert all(0.0 <= v <= high for v in values), values
     assert record.timings.train_steps + record.timings.reused_steps > 0  # trained, or from the store
     assert not no_network
-    golden.check(record, method, parameterisation)  # behaviour unchanged (golden.py)
+    if method in golden.METHODS:
+        golden.check(record, method, parameterisation)  # behaviour unchanged (golden.py)
 
 
 @pytest.mark.e2e

@@ -180,3 +180,89 @@ def test_no_function_modifies_its_inputs():
     mg.masked_numel(a, masks)
     mg.flatten_state(a, ["w", "b"])
     assert_unchanged(inputs, snapshot)
+
+
+# ------------------------------------------------------------------------------------------
+# validation helpers and defaults (cases added for mutation testing, docs/mutation.md)
+
+
+def test_check_states_names_the_index_of_the_bad_state():
+    older, newer = _pair()
+    bad = {k: v for k, v in newer.items() if k != "w"}
+    with pytest.raises(ValueError, match=r"^states\[2\]: keys differ"):
+        mg.check_states([older, newer, bad], "states")
+
+
+def test_the_validated_value_is_named_first_in_the_message():
+    base, tuned = _pair()
+    missing = {k: v for k, v in tuned.items() if k != "w"}
+    with pytest.raises(ValueError, match=r"^base: keys differ"):
+        mg.task_vector(tuned, missing)
+    with pytest.raises(ValueError, match=r"^tv: keys differ"):
+        mg.add_scaled(base, missing)
+    with pytest.raises(ValueError, match=r"^scale must be finite"):
+        mg.add_scaled(base, tuned, float("inf"))
+
+
+def test_check_fishers_accepts_a_non_negative_subset_and_refuses_bad_entries():
+    state, _ = _pair()
+    mg.check_fishers(state, {}, "F")
+    mg.check_fishers(state, {"w": T([0.0, 0.5, 2.0])}, "F")  # a subset; F = 0 is allowed
+    cases = [({"zz": T([1.0])}, r"^F: entry 'zz' is not in the state dict"),
+             ({"w": T([1, 2, 3])}, "must be a floating-point tensor"),
+             ({"w": [1.0, 2.0, 3.0]}, "must be a floating-point tensor"),
+             ({"steps": T(1.0)}, "non-floating entry"),
+             ({"w": T([1.0, 2.0])}, r"has shape \(2,\), expected \(3,\)"),
+             ({"w": T([1.0, -0.5, 2.0])}, "negative values")]
+    for fisher, message in cases:
+        with pytest.raises(ValueError, match=message):
+            mg.check_fishers(state, fisher, "F")
+
+
+def test_selected_float64_flattens_or_selects_in_float64():
+    values = T([[1.0, 2.0], [3.0, 4.0]])
+    flat = mg.selected_float64(values, None)
+    assert flat.dtype == torch.float64 and flat.tolist() == [1.0, 2.0, 3.0, 4.0]
+    picked = mg.selected_float64(values, T([[True, False], [False, True]]))
+    assert picked.dtype == torch.float64 and picked.tolist() == [1.0, 4.0]
+
+
+def test_masked_numel_skips_a_non_float_entry_before_float_ones():
+    state = {"steps": T(3), "w": T([1.0, 2.0, 3.0]), "b": T([0.0, 1.0])}
+    assert mg.masked_numel(state) == 5
+    assert mg.masked_numel(state, {"b": T([False, True])}) == 4
+
+
+def test_add_scaled_default_scale_is_one():
+    base, tuned = _pair()
+    assert_state_equal(mg.add_scaled(base, mg.task_vector(tuned, base)), tuned)
+
+
+def test_a_non_float_entry_first_does_not_stop_the_merge_of_later_entries():
+    older = {"steps": T(3), "w": T([1.0, -2.0])}
+    newer = {"steps": T(7), "w": T([3.0, 2.0])}
+    half = {"steps": T(7), "w": T([2.0, 0.0])}
+    assert_state_equal(mg.add_scaled(older, mg.task_vector(newer, older), 0.5), half)
+    assert_state_equal(mg.interpolate(older, newer, 0.5), half)
+    assert_state_equal(mg.average([older, newer]), half)
+
+
+def test_average_takes_zero_and_fractional_weights():
+    older, newer = _pair()
+    assert_state_equal(mg.average([older, newer], weights=[0.0, 0.5]), newer)
+    quarter = mg.average([older, newer], weights=[0.75, 0.25])
+    assert_state_equal(quarter, {"w": T([1.5, -1.0, 2.0]), "bn.mean": T([0.5, 3.0]),
+                                 "steps": T(7)})
+
+
+def test_interpolate_and_average_name_the_bad_value_first():
+    older, newer = _pair()
+    missing = {k: v for k, v in older.items() if k != "w"}
+    with pytest.raises(ValueError, match=r"^weight_b must be finite"):
+        mg.interpolate(older, newer, float("inf"))
+    with pytest.raises(ValueError, match=r"^a: keys differ"):
+        mg.interpolate(missing, newer, 0.5)
+    with pytest.raises(ValueError, match=r"^states\[1\]: keys differ"):
+        mg.average([newer, missing])
+    with pytest.raises(ValueError, match=r"^weights\[1\] must be finite"):
+        mg.average([older, newer], weights=[1.0, float("nan")])

@@ -30,6 +30,14 @@ PLUGIN_SOURCE = textwrap.dedent('''
 ''')
 
 
+@pytest.fixture(autouse=True)
+def _isolated_plugin_list(monkeypatch):
+    # load_plugin_file appends to $MERGECL_PLUGINS; keep that inside each test
+    from mergecl.methods.registry import PLUGINS_ENV
+
+    monkeypatch.setenv(PLUGINS_ENV, "")
+
+
 def test_every_builtin_imports_and_is_a_merge_method():
     for name in BUILTINS:
         cls = get_method(name)
@@ -54,6 +62,25 @@ def test_plugin_file_registers_and_runs(tmp_path):
                  "--preset", "quick", "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 0
     assert (tmp_path / "out" / "split-mnist" / "halfway-file" / "seed0.json").is_file()
+
+
+def test_a_plugin_method_runs_in_worker_processes(tmp_path):
+    """--plugins reaches the pool's worker processes (they inherit $MERGECL_PLUGINS)."""
+    import yaml
+    from mergecl.bench.cli import main
+
+    path = tmp_path / "halfway.py"
+    path.write_text(PLUGIN_SOURCE.format(name="halfway-pool"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"methods": ["halfway-pool"], "benchmarks": ["split-mnist"],
+                                    "seeds": [0, 1], "preset": "quick",
+                                    "set": {"n_experiences": 2, "trajectories": "off"}}))
+    out = tmp_path / "out"
+    assert main(["leaderboard", "--plugins", str(path), "--config", str(grid), "--out", str(out),
+                 "--workers", "2", "--no-tables", "--quiet"]) == 0
+    for seed in (0, 1):
+        record = (out / "split-mnist" / "halfway-pool" / f"seed{seed}.json").read_text()
+        assert '"status": "ok"' in record
 
 
 def test_plugin_file_without_a_method_is_refused(tmp_path):
