@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from fake_records import make_record
 from mergecl.bench.orchestration.store import ResultStore
 from mergecl.bench.reporting import fidelity
-from fake_records import make_record
 
 
 def _store(root, rows):
