@@ -23,6 +23,11 @@ machines) working on the same grid and output directory never run one run twice.
     ``out/_submitit``. ``SlurmOptions(cluster="local")`` runs the same path on this machine
     through submitit's local executor (tests, dry runs).
 
+Identical runs are run once (all executors): when two rows of a grid have the same benchmark,
+seed and config hash — e.g. a tuned row whose chosen values are the method's defaults — only
+the first is run, and the others get a copy of its record (their own label and row fields,
+``copy_of`` naming the first, zero run time), written when the first has finished.
+
 ``run_function`` (all executors) is the run function injected into the workers — a function,
 ``"module:function"`` or ``"/path/to/file.py:function"`` with the signature of
 :func:`mergecl.bench.training.run.run_one` (``(cfg, progress=None) -> RunRecord``); ``None``
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mergecl.bench.config.run_config import ConfigError, RunConfig
+from mergecl.bench.orchestration.records import RunRecord
 from mergecl.bench.orchestration.store import ResultStore, RunKey
 
 ExecutorName = Literal["local", "ray", "slurm"]
@@ -150,6 +156,7 @@ class ExecutionSummary:
     threads_per_run: int | None = None
     job_ids: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    copied: int = 0
 
     @property
     def complete(self) -> bool:
@@ -199,6 +206,50 @@ def _unique(cfgs: Sequence[RunConfig]) -> list[RunConfig]:
         seen[key] = digest
         unique.append(cfg)
     return unique
+
+
+def identical_runs(cfgs: Sequence[RunConfig]) -> dict[RunKey, RunConfig]:
+    """{key of a run: the earlier run of ``cfgs`` it is identical to} — the same benchmark,
+    seed and config hash (the label and the row's description are not hashed)."""
+    first: dict[tuple[str, int, str], RunConfig] = {}
+    copies: dict[RunKey, RunConfig] = {}
+    for cfg in cfgs:
+        identity = (cfg.benchmark, cfg.seed, cfg.digest())
+        if identity in first:
+            copies[RunKey.of(cfg)] = first[identity]
+        else:
+            first[identity] = cfg
+    return copies
+
+
+def copy_record(cfg: RunConfig, source: RunRecord) -> RunRecord:
+    """``source``'s results under ``cfg``'s row: its identity fields, ``copy_of`` the source's
+    label, no run time of its own (the steps count as reused)."""
+    from mergecl.bench.orchestration.records import Timings
+
+    reused = (source.timings.train_steps or 0) + source.timings.reused_steps
+    return source.model_copy(update={
+        "label": cfg.label or cfg.method, "config": cfg.model_dump(mode="json"),
+        "preset": cfg.preset, "variant": cfg.variant, "base_label": cfg.base_label,
+        "tuned_values": cfg.tuned_values, "tuning_hash": cfg.tuning_hash,
+        "copy_of": source.label,
+        "timings": Timings(train_s=0.0, train_steps=0, reused_steps=reused, eval_s=0.0,
+                           merge_s=0.0, total_s=0.0),
+    })
+
+
+def _write_copies(copies: Sequence[tuple[RunConfig, RunConfig]], out: Path,
+                  reporter: _Reporter) -> None:
+    store = ResultStore(out)
+    for cfg, source_cfg in copies:
+        source = store.read(RunKey.of(source_cfg))
+        if source is None or not source.ok or source.config_hash != cfg.digest():
+            reporter.error(cfg, RuntimeError(
+                f"not copied: its identical run {source_cfg.label!r} has no finished record"))
+            continue
+        store.write(copy_record(cfg, source))
+        reporter.summary.copied += 1
+        reporter.status(cfg, "ok")
 
 
 def missing_runs(
@@ -421,8 +472,11 @@ def execute(
     t0 = time.perf_counter()
     out = Path(os.path.abspath(out))  # workers may start in another directory
     unique = _unique(cfgs)
-    todo = missing_runs(unique, out, retry_failed=retry_failed)
-    summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(todo))
+    missing = missing_runs(unique, out, retry_failed=retry_failed)
+    identical = identical_runs(unique)
+    copies = [(cfg, identical[RunKey.of(cfg)]) for cfg in missing if RunKey.of(cfg) in identical]
+    todo = [cfg for cfg in missing if RunKey.of(cfg) not in identical]
+    summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(missing))
     if isinstance(run_function, str):
         _load_callable(run_function)  # fail here, not in every worker
     bar = tqdm(
@@ -444,6 +498,8 @@ def execute(
             else:
                 _execute_slurm(grid, slurm or SlurmOptions())
             reporter.recheck_locked(retry_failed)
+        if copies:
+            _write_copies(copies, out, reporter)
     finally:
         bar.close()
         summary.wall_s = round(time.perf_counter() - t0, 3)

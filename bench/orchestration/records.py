@@ -113,6 +113,9 @@ class RunRecord(BaseModel):
     til_metrics: Metrics | None = None
     validation: ValidationSplit | None = None
     trajectory: TrajectoryUse | None = None
+    copy_of: str | None = Field(
+        None, description="label of the grid row whose record this copies: the same benchmark, seed "
+        "and config hash (e.g. a tuned row whose chosen values are the defaults), so not run twice")
     diagnostics: dict[str, Any] = Field(
         default_factory=dict, description="per_task: the method's per-task diagnostics "
         "(merge_coefficient, merge_s, …); benchmark: stream facts (e.g. rotation angles)")

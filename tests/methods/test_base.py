@@ -91,3 +91,40 @@ def test_hooks_match_avalanche_and_plugins_are_avalanche_plugins():
     assert isinstance(plugin, SupervisedPlugin)
     with pytest.raises(TypeError, match="MethodParams"):
         SeqFT(object(), ctx)  # type: ignore[arg-type]
+
+
+# cases added for mutation testing (docs/mutation.md)
+
+
+def test_seen_loss_classes_stop_at_the_task():
+    groups = [[0, 1], [2], [3]]
+    assert loss_class_indices(groups, 0, "seen") == [0, 1]
+    assert loss_class_indices(groups, 1, "seen") == [0, 1, 2]
+
+
+class _TwoLayerHead(torch.nn.Module):
+    """A head with a hidden layer: its first tensors have no class rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 3)
+        self.fc = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 4))
+
+    @property
+    def head(self) -> torch.nn.Module:
+        return self.fc
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_head_tensors_without_class_rows_are_merged_whole():
+    space = FullSpace(_TwoLayerHead())
+    ctx = MethodContext(space=space, classes_per_experience=[[0, 1], [2, 3]], n_classes=4,
+                        scenario="class-incremental")
+    masks = head_masks(space, ctx, 1)
+    assert set(masks) == {"fc.0.weight", "fc.0.bias", "fc.1.weight", "fc.1.bias"}
+    assert masks["fc.0.weight"].shape == (5, 3) and masks["fc.0.weight"].all()
+    assert masks["fc.0.bias"].all()
+    assert masks["fc.1.bias"].tolist() == [True, True, False, False]
+    assert masks["fc.1.weight"][:, 0].tolist() == [True, True, False, False]

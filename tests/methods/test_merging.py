@@ -266,3 +266,10 @@ def test_interpolate_and_average_name_the_bad_value_first():
         mg.average([newer, missing])
     with pytest.raises(ValueError, match=r"^weights\[1\] must be finite"):
         mg.average([older, newer], weights=[1.0, float("nan")])
+
+
+def test_unflatten_state_advances_the_offset_over_three_entries():
+    state = {"a": T([1.0, 2.0]), "b": T([[3.0, 4.0], [5.0, 6.0]]), "c": T([7.0])}
+    names = ["a", "b", "c"]
+    back = mg.unflatten_state(mg.flatten_state(state, names), state, names)
+    assert_state_equal(back, state)

@@ -115,6 +115,32 @@ def test_missing_runs_follows_the_store(tmp_path: Path) -> None:
     assert missing_runs([cfgs[0].model_copy(update={"threads": 7})], out) == []
 
 
+def test_identical_rows_run_once_and_the_others_get_a_copy(tmp_path: Path) -> None:
+    """A tuned row whose values are the defaults has the default row's config hash: run once."""
+    out, log = tmp_path / "results", tmp_path / "executions.log"
+    default = grid(["fake-a"], [0, 1], log=log)
+    tuned = [cfg.model_copy(update={"label": "fake-a-tuned", "variant": "tuned", "base_label": "fake-a",
+                                    "tuned_values": {"x": 1}, "tuning_hash": "abc"}) for cfg in default]
+    different = [RunConfig(method="fake-a", label="fake-b", benchmark="toy", seed=0,
+                           params={"log": str(log), "x": 2})]
+    summary = execute(default + tuned + different, out, workers=1, quiet=True, run_function=FAKE_RUN)
+    assert executions(log) == Counter({"toy/fake-a/seed0": 1, "toy/fake-a/seed1": 1, "toy/fake-b/seed0": 1})
+    assert (summary.submitted, summary.copied, summary.ok) == (3, 2, 5) and summary.complete
+    store = ResultStore(out)
+    for cfg in tuned:
+        copy, source = store.read(RunKey.of(cfg)), store.read(RunKey.of(default[cfg.seed]))
+        assert copy.copy_of == "fake-a" and copy.label == "fake-a-tuned" and copy.variant == "tuned"
+        assert copy.tuned_values == {"x": 1} and copy.config_hash == source.config_hash
+        assert copy.acc_matrix == source.acc_matrix and copy.timings.total_s == 0.0
+    assert missing_runs(default + tuned, out) == []
+    # the source's record missing (and its run failing) leaves the copy missing, with a message
+    store.path(RunKey.of(tuned[0])).unlink()
+    failing = [cfg.model_copy(update={"params": {**cfg.params, "fail": "crash"}}) for cfg in (default[0], tuned[0])]
+    summary = execute(failing, tmp_path / "other", workers=1, quiet=True, run_function=FAKE_RUN)
+    assert summary.failed == 1 and summary.copied == 0
+    assert any("has no finished record" in error for error in summary.errors)
+
+
 def test_missing_runs_refuses_two_configs_for_one_record(tmp_path: Path) -> None:
     one = RunConfig(method="a", benchmark="toy", seed=0, lr=1e-3)
     other = RunConfig(method="a", benchmark="toy", seed=0, lr=2e-3)

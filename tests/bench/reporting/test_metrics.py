@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -141,3 +142,17 @@ def test_negative_forgetting_when_the_final_row_is_the_best() -> None:
     summary = summarize(R)
     assert summary["forgetting"] == pytest.approx(((0.6 - 0.8) + (0.7 - 0.9)) / 2)  # -0.2
     assert summary["bwt"] == pytest.approx(((0.8 - 0.5) + (0.9 - 0.7)) / 2)
+
+
+def _index_in(message: str) -> tuple[int, ...]:
+    """The index a non-finite message reports (numpy 2 prints its integers as np.int64(i))."""
+    return tuple(int(n) for n in re.findall(r"(?:np\.int64\()?(\d+)", message.split("at index ")[1]))
+
+
+def test_non_finite_message_names_the_input_and_the_first_bad_index() -> None:
+    with pytest.raises(ValueError, match=r"^accuracy matrix contains a non-finite value") as matrix:
+        summarize([[0.5, 0.0], [math.nan, 0.5]])
+    assert _index_in(str(matrix.value)) == (1, 0)
+    with pytest.raises(ValueError, match=r"^accuracy row contains a non-finite value") as row:
+        summarize_row([0.5, 0.25, math.inf])
+    assert _index_in(str(row.value)) == (2,)
