@@ -33,6 +33,11 @@ Where the reference is silent or differs, and why:
   convolutions, and a 1×1 one is a linear map over channels; ``conv: average`` follows the
   reference.
 * The head is taken as trained (``head: trained``; in the reference it is a frozen text head).
+* A weight a task did not change (T_i = 0; e.g. with very few steps, or a weight outside the
+  adapted set) has an empty subspace (rank 0) and a zero loss; the reference would divide that
+  zero gradient by the zero loss (0/0 → NaN, and the whole merge turns NaN). Here a gradient
+  whose loss is 0 is left undivided (zero). With CLIP-scale fine-tuning the case never arises,
+  so the results are the reference's wherever it is defined.
 
 Memory: W_pre (θ₀), the previous merged model and the new one; the SVD factors of one layer at
 a time. Cost: ``num_steps`` Adam steps per weight matrix and task, each three backward passes
