@@ -8,12 +8,23 @@ Inputs (all optional; what is missing is said so in the report):
   memory probes, the machine, the command line and the suite's wall time;
 * the leaderboard's run records ``results/<benchmark>/<label>/seed*.json`` (read with the result
   store as :class:`~mergecl.bench.orchestration.records.RunRecord`; ``timings``) and
-  ``results/leaderboard.md`` (its "Wall time" line).
+  ``results/leaderboard.md`` (its "Wall time" line);
+* the first leaderboard's records, committed at git revision ``22ef3ba`` (``--before``; a
+  result-store directory works too), for the default grid's optimisation steps before and after
+  protocol v2 -- "after" is the current store's records of the default grid
+  (``bench/config/grids/leaderboard.yaml``, or ``--grid FILE``) whose config hash is current;
+* the tuning records of ``make tune`` (``--tuning DIR``, default ``.mergecl-cache/tuning``:
+  ``DIR/tuning/<benchmark>/<label>.json``) and ``bench/config/tuned/SUMMARY.md``;
+* the trajectory store (``--trajectories DIR``, default ``$MERGECL_TRAJECTORIES`` or
+  ``~/.cache/mergecl/trajectories``) and the feature cache, for their size on disk.
 
 Every figure of the suite is a ratio against a baseline timed in the same run (the machine is
-shared); absolute seconds appear only as context.
+shared); absolute seconds appear only as context. The step counts are weighted with the
+suite's step-cost ratios (``6.step_cost.*``: one step of ``frozen_blocks: 5`` on cached features,
+full or LoRA, over one full-network step), so "after" reads in full-network steps on any machine.
 
-Usage: ``python -m mergecl.bench.reporting.perf_report [--results DIR] [--json FILE] [--extra FILE] [--out FILE]``.
+Usage: ``python -m mergecl.bench.reporting.perf_report [--results DIR] [--json FILE] [--extra FILE]
+[--out FILE] [--before REV|DIR] [--grid FILE] [--tuning DIR] [--trajectories DIR]``.
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +51,20 @@ REPO = Path(__file__).resolve().parents[2]
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
 REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
 STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
+
+BEFORE_REVISION = "22ef3ba"
+"""The git revision whose committed ``results/`` hold the first (protocol v1) leaderboard."""
+BEFORE_STEPS_QUOTED = 32_670
+"""The steps of that leaderboard as quoted when protocol v2 was planned (a consistency check)."""
+DEFAULT_TUNING = Path(".mergecl-cache/tuning")  # `make tune`'s --out, relative to the repository
+
+STEP_COST_KEYS: dict[tuple[str, int | None], str] = {
+    ("full", 5): "6.step_cost.k5",
+    ("lora", 5): "6.step_cost.lora_k5",
+}
+"""Suite records giving one step's cost in full-network steps, by (parameterisation, frozen_blocks);
+("full", None) -- the full network -- is 1 by definition."""
+ADAMW_PREFIX = "7.adamw."
 
 
 def _load_json(path: Path) -> tuple[dict | None, str | None]:
@@ -138,7 +166,7 @@ def ratio_sections(extra: dict | None) -> list[str]:
     lines = ["## Ratios vs targets", "",
              f"{len(targeted) - len(misses)} of {len(targeted)} targets of the suite met"
              + (f"; missed: {', '.join(misses)}." if misses else ".")
-             + " The default leaderboard's wall-time target is checked at the end of this page.",
+             + " The default leaderboard's wall-time targets are checked further down this page.",
              ("Value = ratio of the lower quartiles of two interleaved series (variants timed in "
              "turns; on a shared machine noise only adds time, in bursts, and the lower quartile "
              "stays on the clean samples). The notes give a bootstrap 95 % interval, flagged "
@@ -194,6 +222,7 @@ def benchmark_section(bench: dict | None, error: str | None) -> list[str]:
 
 
 LEADERBOARD_TARGET_MIN = 20
+LEADERBOARD_STRETCH_MIN = 10
 
 
 def _leaderboard_records(results: Path) -> tuple[list[RunRecord], int]:
@@ -226,7 +255,37 @@ def _wall_time_line(board: Path) -> str | None:
     return None
 
 
-def leaderboard_section(results: Path) -> list[str]:
+def _wall_cpu(line: str) -> str | None:
+    """The CPU named in a ``Wall time: X min on <CPU> (this invocation)…`` line."""
+    found = re.search(r"wall time:? [0-9.]+ min on (.+?) \(this invocation\)", line, flags=re.IGNORECASE)
+    return found.group(1).strip() if found else None
+
+
+def _met(minutes: float, target: float) -> str:
+    return f"{'met' if minutes <= target else '**MISSED**'} ({minutes / target:.2f}x)"
+
+
+def _moment(iso: str | None) -> _dt.datetime | None:
+    if not iso:
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
+
+
+def records_span_min(records: Sequence[RunRecord]) -> float | None:
+    """Minutes from the first record's start to the last one's end (None when not recorded).
+    Copies (``copy_of``) carry their source's times and change nothing."""
+    starts = [m for m in (_moment(r.started_at) for r in records) if m is not None]
+    ends = [m for m in (_moment(r.finished_at) for r in records) if m is not None]
+    if not starts or not ends:
+        return None
+    return (max(ends) - min(starts)).total_seconds() / 60
+
+
+def leaderboard_section(results: Path, grid: GridState | None = None) -> list[str]:
     lines = ["## Default leaderboard wall time", ""]
     records, unreadable = _leaderboard_records(results)
     board = results / "leaderboard.md"
@@ -259,17 +318,441 @@ def leaderboard_section(results: Path) -> list[str]:
         wall = re.search(r"wall time:? ([0-9.]+) min", runs_line, flags=re.IGNORECASE)
         if wall:
             minutes = float(wall.group(1))
-            status = "met" if minutes <= LEADERBOARD_TARGET_MIN else "**MISS**"
-            lines.append(f"- target: ≤ {LEADERBOARD_TARGET_MIN} min on this 2-core machine: {status} "
-                         f"({minutes / LEADERBOARD_TARGET_MIN:.2f}x the target); see README \"Results\" "
-                         "for what limits it")
+            lines.append(f"- target: ≤ {LEADERBOARD_TARGET_MIN} min on this 2-core machine: "
+                         f"{_met(minutes, LEADERBOARD_TARGET_MIN)}; stretch ≤ "
+                         f"{LEADERBOARD_STRETCH_MIN} min: {_met(minutes, LEADERBOARD_STRETCH_MIN)}; "
+                         "see README \"Results\" for what limits it")
+            cpu = _wall_cpu(runs_line)
+            lines.append(f"- CPU of that invocation: {cpu or 'not stated on the page (older format)'}")
+            if grid is not None and grid.done:
+                span = records_span_min(grid.done)
+                if span is not None:
+                    fresh = span <= minutes * 1.05 + 1.0
+                    lines.append(
+                        f"- the default grid's {len(grid.done)} current records were run within "
+                        f"{span:.1f} min (first start to last end): "
+                        + ("consistent with one invocation" if fresh else
+                           "**longer than the invocation's wall time** -- they come from several "
+                           "invocations, so that wall time is not one of `make leaderboard` from an "
+                           "empty results directory"))
         lines.append(f"- recorded wall time of the invocation that wrote it: {wall.group(1)} min"
                      if wall else "- recorded wall time: none (that `leaderboard.md` was written from "
                      "existing records, e.g. `--tables-only`; the runs' own times are summed above)")
+    cpus = Counter(r.host.cpu_model or "not recorded" for r in records)
+    if cpus:
+        lines.append("- CPU model in the run records (`host.cpu_model`): "
+                     + ", ".join(f"{cpu} ({n})" for cpu, n in cpus.most_common()))
+    if runs_line is not None and re.search(r"wall time:? [0-9.]+ min", runs_line, flags=re.IGNORECASE):
+        lines.append("- caveat: a wall time depends on what the trajectory store and the feature cache "
+                     "held when the invocation began (steps read from the store count as *reused* "
+                     "below): after `make tune` the store holds the trajectories tuning trained, and "
+                     "`make leaderboard` from an empty results directory reuses them")
     return lines + [""]
 
 
-def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path) -> str:
+# ----------------------------------------------------------------------------- steps before/after
+@dataclass
+class GridState:
+    """The default grid's runs and what the result store holds of them."""
+
+    expected: int = 0
+    done: list[RunRecord] = field(default_factory=list)   # ok, config hash current
+    failed: int = 0
+    stale: int = 0
+    missing: int = 0
+    unchecked_tuned: int = 0  # tuned records counted without shipped values to check them against
+    note: str | None = None
+    error: str | None = None
+    benchmarks: list[str] = field(default_factory=list)
+
+
+def default_grid_config(path: Path | None = None) -> Any:
+    """The grid to compare: ``path`` (YAML) or the packaged default leaderboard grid."""
+    import yaml
+    from mergecl.bench.config.grid_config import default_grid, parse_grid
+
+    return parse_grid(yaml.safe_load(path.read_text()) if path is not None else default_grid())
+
+
+def grid_state(results: Path, grid: Any = None) -> GridState:
+    """Match the grid's runs (``expand_grid``) against the store at ``results``: a run counts as
+    done when its record is ok and carries the run's current config hash. Without shipped tuned
+    values (``tuned: true`` before `make tune`), the tuned rows cannot be expanded: their records
+    (``<label>-tuned`` of a done default run) are counted unchecked, and the page says so."""
+    from mergecl.bench.config.grid_config import expand_grid
+    from mergecl.bench.config.run_config import ConfigError
+    from mergecl.bench.orchestration.store import ResultStore, RunKey
+
+    state = GridState()
+    try:
+        grid = grid if grid is not None else default_grid_config()
+        state.benchmarks = list(grid.benchmarks)
+        try:
+            runs = expand_grid(grid)
+        except ConfigError as err:
+            runs = expand_grid(grid, tuned=False)
+            if grid.tuned:
+                state.note = f"tuned rows not expanded: {err}"
+    except Exception as err:  # noqa: BLE001 - the page says what is missing instead of crashing
+        state.error = f"the grid could not be expanded ({type(err).__name__}: {err})"
+        return state
+    state.expected = len(runs)
+    store = ResultStore(results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cfg in runs:
+            record = store.read(RunKey.of(cfg)) if results.is_dir() else None
+            if record is None:
+                state.missing += 1
+            elif record.config_hash != cfg.digest():
+                state.stale += 1
+            elif not record.ok:
+                state.failed += 1
+            else:
+                state.done.append(record)
+        if state.note is not None and results.is_dir():
+            done_keys = {(r.benchmark, r.label, r.seed) for r in state.done}
+            for record in store.records(benchmarks=state.benchmarks):
+                if (record.ok and record.variant == "tuned" and record.base_label is not None
+                        and record.label == f"{record.base_label}-tuned"
+                        and (record.benchmark, record.base_label, record.seed) in done_keys):
+                    state.done.append(record)
+                    state.unchecked_tuned += 1
+    return state
+
+
+def load_before(source: str | Path) -> tuple[list[RunRecord], str]:
+    """The records of the "before" leaderboard: a result-store directory, or the records committed
+    at a git revision under ``results/<benchmark>/<label>/seed*.json`` (``fidelity.git_records``).
+    Returns (records, description); raises ``RuntimeError`` with the reason when unreadable."""
+    from mergecl.bench.orchestration.store import ResultStore
+    from mergecl.bench.reporting.fidelity import REPOSITORY, git_records
+
+    if Path(source).is_dir():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return list(ResultStore(source).records()), f"the result store `{source}`"
+    try:
+        listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", str(source), "results/"],
+                                 cwd=REPOSITORY, capture_output=True, text=True, check=True).stdout
+        benchmarks = sorted({p.split("/")[1] for p in listing.split()
+                             if len(p.split("/")) == 4 and p.split("/")[3].startswith("seed")})
+        records = git_records(str(source), benchmarks)
+    except (OSError, subprocess.CalledProcessError, ValueError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        raise RuntimeError(f"the records at git revision `{source}` could not be read: "
+                           f"{detail.strip()}") from None
+    return records, f"the records committed at git `{source}`"
+
+
+def _setting_of(record: RunRecord) -> tuple[str, int | None]:
+    frozen = (record.config or {}).get("frozen_blocks")
+    return record.parameterisation, int(frozen) if frozen is not None else None
+
+
+def _setting_name(setting: tuple[str, int | None]) -> str:
+    kind, frozen = setting
+    return f"{kind}, " + ("full network" if frozen is None else f"frozen_blocks={frozen}")
+
+
+def step_costs(extra: dict | None) -> dict[tuple[str, int | None], dict[str, Any]]:
+    """{(parameterisation, frozen_blocks): {"ratio", "key", "ci95", "status"}} -- one step's cost
+    in full-network steps, from the suite's side file; the full network is 1 by definition."""
+    costs: dict[tuple[str, int | None], dict[str, Any]] = {
+        ("full", None): {"ratio": 1.0, "key": None, "ci95": None, "status": "definition"}}
+    records = (extra or {}).get("records") or {}
+    for setting, key in STEP_COST_KEYS.items():
+        entry = records.get(key)
+        if entry and entry.get("value") is not None and not math.isnan(entry["value"]):
+            costs[setting] = {"ratio": float(entry["value"]), "key": key,
+                              "ci95": (entry.get("summary") or {}).get("ci95"),
+                              "status": entry.get("status")}
+    return costs
+
+
+def step_totals(records: Sequence[RunRecord], costs: dict) -> dict[str, Any]:
+    """Runs, steps trained and reused, and steps trained in full-network-step equivalents
+    (None when a setting's cost was not measured), overall and by setting."""
+    by: dict[tuple[str, int | None], dict[str, int]] = {}
+    for record in records:
+        row = by.setdefault(_setting_of(record), {"runs": 0, "train": 0, "reused": 0})
+        row["runs"] += 1
+        row["train"] += int(record.timings.train_steps or 0)
+        row["reused"] += int(record.timings.reused_steps or 0)
+    equivalents: float | None = 0.0
+    unweighted = []
+    for setting, row in by.items():
+        if setting in costs:
+            row["equivalents"] = row["train"] * costs[setting]["ratio"]
+            equivalents = None if equivalents is None else equivalents + row["equivalents"]
+        elif row["train"]:
+            unweighted.append(setting)
+            equivalents = None
+    return {"runs": sum(r["runs"] for r in by.values()), "train": sum(r["train"] for r in by.values()),
+            "reused": sum(r["reused"] for r in by.values()), "equivalents": equivalents,
+            "by_setting": by, "unweighted": unweighted,
+            "benchmarks": dict(sorted(Counter(r.benchmark for r in records).items()))}
+
+
+def _steps_row(name: str, totals: dict) -> list[Any]:
+    equivalents = totals["equivalents"]
+    return [name, totals["runs"], f"{totals['train']:,}", f"{totals['reused']:,}",
+            f"{equivalents:,.0f}" if equivalents is not None else "n/a"]
+
+
+def _smoke_note(extra: dict | None) -> str:
+    cap = (extra or {}).get("rounds_cap")
+    return (f" **The suite ran with MERGECL_PERF_ROUNDS={cap} (a smoke check): these ratios are "
+            "not measurements.**" if cap else "")
+
+
+def steps_section(before: tuple[list[RunRecord], str] | str, grid: GridState,
+                  extra: dict | None, results: Path) -> list[str]:
+    """Item 1: the default grid's optimisation steps before and after, raw and step-cost weighted."""
+    lines = ["## Default grid: optimisation steps before and after protocol v2", "",
+             ("Step counts are deterministic (same grid, same data, same seeds: same steps on any "
+              "machine). *Trained*: steps a run took itself (`timings.train_steps`); *reused*: "
+              "trained states read from the trajectory store instead (`timings.reused_steps`; a "
+              "record copied from an identical run, `copy_of`, counts its steps as reused). "
+              "*Full-network-step equivalents*: trained steps weighted by what one step of their "
+              "setting costs in full-network steps, measured in the same suite run (below), so "
+              "the comparison holds on a machine of any speed."), ""]
+    costs = step_costs(extra)
+    rows = []
+    notes: list[str] = []
+    before_totals = None
+    if isinstance(before, str):
+        notes.append(f"- before: not available -- {before}")
+    else:
+        records, described = before
+        before_totals = step_totals(records, costs)
+        rows.append(_steps_row(f"before: {described}", before_totals))
+    after_totals = None
+    if grid.error:
+        notes.append(f"- after: not available -- {grid.error}")
+    elif not grid.done:
+        notes.append(f"- after: not yet measured -- the store `{results}` holds no current record of "
+                     f"the default grid (0 of its {grid.expected} runs done; {grid.stale} stale, "
+                     f"{grid.failed} failed, {grid.missing} missing): `make leaderboard` writes them")
+    else:
+        after_totals = step_totals(grid.done, costs)
+        partial = (f"{len(grid.done) - grid.unchecked_tuned} of {grid.expected} runs"
+                   + (f" + {grid.unchecked_tuned} tuned" if grid.unchecked_tuned else ""))
+        rows.append(_steps_row(f"after: the grid's current records in `{results}` ({partial})",
+                               after_totals))
+    if rows:
+        if before_totals and after_totals:
+            eq = ("n/a" if before_totals["equivalents"] is None or after_totals["equivalents"] is None
+                  or not before_totals["equivalents"]
+                  else f"{after_totals['equivalents'] / before_totals['equivalents']:.3f}x")
+            train = (f"{after_totals['train'] / before_totals['train']:.3f}x"
+                     if before_totals["train"] else "n/a")
+            rows.append(["after / before", "", train, "", eq])
+        lines += _table(["records", "runs", "steps trained", "steps reused",
+                         "full-network-step equivalents"], rows)
+        lines.append("")
+    lines += notes
+    if before_totals is not None:
+        benchmarks = ", ".join(f"{b} ({n})" for b, n in before_totals["benchmarks"].items())
+        check = ""
+        if not isinstance(before, str) and before[1].endswith(f"`{BEFORE_REVISION}`"):
+            check = ("; equal to the figure quoted when protocol v2 was planned"
+                     if before_totals["train"] == BEFORE_STEPS_QUOTED else
+                     f"; **differs from the {BEFORE_STEPS_QUOTED:,} quoted when protocol v2 was planned**")
+        lines.append(f"- before: {before_totals['train']:,} steps trained over {benchmarks} runs{check}")
+    if after_totals is not None:
+        for setting, row in sorted(after_totals["by_setting"].items(), key=lambda kv: str(kv[0])):
+            cost = costs.get(setting)
+            weight = (f"x {cost['ratio']:.3f} (`{cost['key']}`)" if cost and cost["key"] else
+                      "x 1 (full network)" if cost else "no measured step cost")
+            lines.append(f"- after, {_setting_name(setting)}: {row['runs']} runs, {row['train']:,} "
+                         f"steps trained {weight}, {row['reused']:,} reused")
+        benchmarks = ", ".join(f"{b} ({n})" for b, n in after_totals["benchmarks"].items())
+        lines.append(f"- after, by benchmark (runs): {benchmarks}")
+        incomplete = grid.expected - (len(grid.done) - grid.unchecked_tuned)
+        if incomplete:
+            lines.append(f"- **partial**: {incomplete} of the grid's {grid.expected} runs have no "
+                         f"current record ({grid.stale} stale, {grid.failed} failed, {grid.missing} "
+                         "missing); the after figures grow when they run")
+        if grid.note:
+            lines.append(f"- {grid.note}"
+                         + (f"; {grid.unchecked_tuned} tuned records found and counted" if
+                            grid.unchecked_tuned else ""))
+        missing_costs = after_totals["unweighted"]
+        if missing_costs:
+            lines.append("- full-network-step equivalents: n/a -- no step-cost ratio for "
+                         + ", ".join(_setting_name(s) for s in missing_costs)
+                         + f" in the side file (`{SUITE_COMMAND}` measures "
+                         + ", ".join(f"`{k}`" for k in STEP_COST_KEYS.values()) + ")")
+    return lines + [""]
+
+
+def _ci(entry: dict) -> str:
+    ci = (entry.get("summary") or {}).get("ci95")
+    return f" [95% CI {ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""
+
+
+def step_cost_section(extra: dict | None) -> list[str]:
+    """Items 3 and 4: one step's cost vs a full-network step, and AdamW's step variants."""
+    lines = ["## What one optimisation step costs (same-run interleaved ratios)", ""]
+    records = (extra or {}).get("records") or {}
+    k5 = records.get(STEP_COST_KEYS[("full", 5)])
+    lora = records.get(STEP_COST_KEYS[("lora", 5)])
+    if not k5 and not lora:
+        lines.append(f"Not measured: the side file has no `6.step_cost.*` records (run `{SUITE_COMMAND}`).")
+    else:
+        q25 = ((k5 or lora).get("details") or {}).get("q25_step_s") or {}
+        lines.append("Batch 64, 32 px, channels_last, 1 thread (the leaderboard's setting: one thread "
+                     "per run, two runs at a time); bare optimisation steps on the same batches, the "
+                     "settings in turns; ratio of lower quartiles." + _smoke_note(extra))
+        lines.append("")
+        if q25.get("full"):
+            lines.append(f"- full-network step on this machine: {q25['full'] * 1e3:.0f} ms "
+                         "(context only; the ratios below are what carries to another machine)")
+        for entry, name in ((k5, "frozen_blocks=5 step on cached features (full parameterisation)"),
+                            (lora, "LoRA frozen_blocks=5 step on cached features")):
+            if entry:
+                target = (f"; target {_fmt_target(entry)}: {STATUS_MARK.get(entry.get('status'), entry.get('status'))}"
+                          if entry.get("target") is not None else "")
+                lines.append(f"- {name}: {_fmt_value(entry['value'], 'x')} a full-network step"
+                             f"{_ci(entry)}{target}")
+    adamw = {k[len(ADAMW_PREFIX):]: v for k, v in sorted(records.items()) if k.startswith(ADAMW_PREFIX)}
+    lines.append("")
+    if not adamw:
+        lines.append("AdamW step variants: not measured (no `7.adamw.*` records in the side file).")
+        return lines + [""]
+    details = next(iter(adamw.values())).get("details") or {}
+    per_step = details.get("q25_step_s") or {}
+    lines.append(f"AdamW's step on the frozen_blocks=5 trainable parameters ({details.get('tensors')} "
+                 f"tensors, {(details.get('floats') or 0) / 1e6:.2f} M floats, 1 thread), each variant "
+                 f"vs torch's default ({details.get('default_implementation', 'n/a')}) in turns. "
+                 "A measurement: the training code's optimiser is unchanged until it is decided "
+                 "on these figures.")
+    lines.append("")
+    rows = []
+    for key, entry in adamw.items():
+        name = key.removesuffix("_over_default")
+        ci = (entry.get("summary") or {}).get("ci95")
+        verdict = ("faster (interval below 1)" if ci and ci[1] < 1 else
+                   "slower (interval above 1)" if ci and ci[0] > 1 else "no clear difference")
+        rows.append([f"{name}=True", _fmt_value(entry["value"], "x"),
+                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "n/a",
+                     f"{per_step[name] * 1e3:.2f}" if per_step.get(name) else "", verdict])
+    lines += _table(["variant", "step / default step", "95% CI", "ms per step", "verdict"], rows)
+    lines.append("")
+    unavailable = details.get("unavailable") or {}
+    for name, why in unavailable.items():
+        lines.append(f"- {name}=True: not available in this torch on CPU ({why})")
+    faster = [(e["value"], k.removesuffix("_over_default")) for k, e in adamw.items()
+              if ((e.get("summary") or {}).get("ci95") or [1, 1])[1] < 1]
+    if faster:
+        value, best = min(faster)
+        lines.append(f"- winner: **{best}=True**, {value:.3f}x the default AdamW step")
+        k5_step = ((k5 or {}).get("details") or {}).get("q25_step_s", {}).get("k5")
+        if k5_step and per_step.get("default"):
+            share = per_step["default"] / k5_step
+            lines.append(f"- the default AdamW step is {share:.1%} of a frozen_blocks=5 training step "
+                         f"(same run), so {best}=True would save about {(1 - value) * share:.1%} of "
+                         "each such step")
+    else:
+        lines.append("- winner: none -- no variant is faster than torch's default beyond the noise")
+    return lines + [""]
+
+
+# ----------------------------------------------------------------------------- tuning, storage
+def tuning_records(directory: Path) -> tuple[list[Any], int]:
+    """Tuning records under ``directory`` (``make tune``'s ``--out``: ``DIR/tuning/<benchmark>/
+    <label>.json``; ``DIR/<benchmark>/<label>.json`` when DIR is that ``tuning`` folder itself),
+    and how many files could not be read as one."""
+    from mergecl.bench.orchestration.tuning import TUNING_DIR, TuningRecord
+
+    base = directory / TUNING_DIR if (directory / TUNING_DIR).is_dir() else directory
+    found, unreadable = [], 0
+    for path in sorted(base.glob("*/*.json")):
+        try:
+            found.append(TuningRecord.model_validate_json(path.read_text()))
+        except (OSError, ValueError):
+            unreadable += 1
+    return found, unreadable
+
+
+def tuning_section(directory: Path, summary: Path, out: Path) -> list[str]:
+    lines = ["## Tuning cost (`make tune`, i.e. `mergecl tune --all`)", ""]
+    if summary.is_file():
+        link = os.path.relpath(summary.resolve(), out.resolve().parent)
+        lines.append(f"Every configuration tuned and its validation score: [{_rel(summary)}]({link}).")
+    else:
+        lines.append(f"`{_rel(summary)}` not yet generated (`make tune` writes it).")
+    lines.append("")
+    records, unreadable = tuning_records(directory) if directory.is_dir() else ([], 0)
+    if not records:
+        what = "does not exist" if not directory.is_dir() else "holds no tuning record"
+        lines.append(f"No tuning cost to report: `{_rel(directory)}` {what} (`make tune` writes "
+                     f"`{DEFAULT_TUNING}/tuning/<benchmark>/<label>.json`; pass `--tuning DIR` for "
+                     "another directory)" + (f"; {unreadable} unreadable files" if unreadable else "")
+                     + ".")
+        return lines + [""]
+    rows = []
+    total = {"rows": 0, "runs": 0, "train": 0, "reused": 0, "seconds": 0.0}
+    for benchmark in sorted({r.benchmark for r in records}):
+        part = [r for r in records if r.benchmark == benchmark]
+        row = {"rows": len(part), "runs": sum(r.cost.runs for r in part),
+               "train": sum(r.cost.train_steps for r in part),
+               "reused": sum(r.cost.reused_steps for r in part),
+               "seconds": sum(r.cost.total_s for r in part)}
+        for key in total:
+            total[key] += row[key]
+        rows.append([benchmark, row["rows"], row["runs"], f"{row['train']:,}", f"{row['reused']:,}",
+                     f"{row['seconds'] / 60:.1f}"])
+    rows.append(["total", total["rows"], total["runs"], f"{total['train']:,}", f"{total['reused']:,}",
+                 f"{total['seconds'] / 60:.1f}"])
+    lines.append(f"From the tuning records in `{_rel(directory)}` (`TuningRecord.cost`)"
+                 + (f"; {unreadable} unreadable files skipped" if unreadable else "") + ". Run time "
+                 "is the runs' own times summed (two runs at a time: about half of it in wall time); "
+                 "tuning runs under the default preset (frozen_blocks=5).")
+    lines.append("")
+    lines += _table(["benchmark", "tuned rows", "runs", "steps trained", "steps reused",
+                     "run time (min)"], rows)
+    return lines + [""]
+
+
+def storage_section(trajectories: Path | None) -> list[str]:
+    """Item 5: the trajectory store's (and the feature cache's) size on disk."""
+    from mergecl.bench.caches import cache_dir, directory_size
+    from mergecl.bench.training.trajectories import TrajectoryStore
+
+    lines = ["## Caches on disk", ""]
+    try:
+        store = TrajectoryStore(trajectories)
+        size = store.size()
+        where = f"`{store.root}`"
+        if not Path(store.root).is_dir():
+            lines.append(f"- trajectory store {where}: absent (empty; `make leaderboard` fills it)")
+        else:
+            lines.append(f"- trajectory store {where} (`mergecl trajectories`): {size['bytes'] / 2**20:.1f} "
+                         f"MiB in {size['files']} files -- {size['trajectories']} trajectories, "
+                         f"{size['steps']} trained states")
+    except Exception as err:  # noqa: BLE001 - say what could not be read
+        lines.append(f"- trajectory store: could not be read ({type(err).__name__}: {err})")
+    try:
+        features = cache_dir("features")
+        total, files = directory_size(features)
+        lines.append(f"- feature cache `{features}` (frozen prefix features): "
+                     + (f"{total / 2**20:.1f} MiB in {files} files" if features.is_dir() else "absent"))
+    except Exception as err:  # noqa: BLE001
+        lines.append(f"- feature cache: could not be read ({type(err).__name__}: {err})")
+    return lines + [""]
+
+
+def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path, *,
+                 before: str | Path = BEFORE_REVISION, grid: Any = None,
+                 tuning: Path | None = None, trajectories: Path | None = None,
+                 tuned_summary: Path | None = None) -> str:
+    """The page. ``grid``: a ``GridConfig`` (default: the packaged default grid); ``tuning``: the
+    tuning directory (default ``<repo>/.mergecl-cache/tuning``); ``trajectories``: the trajectory
+    store (default ``$MERGECL_TRAJECTORIES`` or ``~/.cache/mergecl/trajectories``)."""
+    from mergecl.bench.config.tuned import TUNED_DIR, TUNED_SUMMARY
+
     bench, bench_error = _load_json(bench_path)
     extra, extra_error = _load_json(extra_path)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -283,14 +766,25 @@ def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path) -
         minutes = (extra.get("suite_seconds") or 0) / 60
         lines.append(f"The measurements below came from `{extra.get('command')}` "
                      f"(exit status {extra.get('exit_status')}, {minutes:.1f} min"
-                     f"{', strict' if extra.get('strict') else ''}).")
+                     f"{', strict' if extra.get('strict') else ''}).{_smoke_note(extra)}")
     if extra_error:
         lines.append(extra_error)
     lines.append("")
     lines += machine_section(extra, bench)
     lines += ratio_sections(extra)
     lines += benchmark_section(bench, bench_error)
-    lines += leaderboard_section(results)
+    state = grid_state(results, grid)
+    try:
+        before_records: tuple[list[RunRecord], str] | str = load_before(before)
+    except RuntimeError as err:
+        before_records = str(err)
+    lines += leaderboard_section(results, state)
+    lines += steps_section(before_records, state, extra, results)
+    lines += step_cost_section(extra)
+    lines += tuning_section(tuning if tuning is not None else REPO / DEFAULT_TUNING,
+                            tuned_summary if tuned_summary is not None else TUNED_DIR / TUNED_SUMMARY,
+                            out)
+    lines += storage_section(trajectories)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -309,12 +803,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="pytest-benchmark JSON (default RESULTS/perf.json)")
     parser.add_argument("--extra", type=Path, default=None, help="side file (default RESULTS/perf_extra.json)")
     parser.add_argument("--out", type=Path, default=None, help="report to write (default RESULTS/perf.md)")
+    parser.add_argument("--before", default=BEFORE_REVISION,
+                        help="the first leaderboard's records: a git revision (its committed results/) "
+                        "or a result-store directory; default %(default)s")
+    parser.add_argument("--grid", type=Path, default=None,
+                        help="grid YAML whose runs are 'after' (default: the packaged default grid)")
+    parser.add_argument("--tuning", type=Path, default=REPO / DEFAULT_TUNING,
+                        help="tuning directory (`mergecl tune --out`); default %(default)s")
+    parser.add_argument("--trajectories", type=Path, default=None,
+                        help="trajectory store (default $MERGECL_TRAJECTORIES or ~/.cache/mergecl/trajectories)")
     args = parser.parse_args(argv)
     results = args.results
     bench_path = args.json or results / "perf.json"
     extra_path = args.extra or results / "perf_extra.json"
     out = args.out or results / "perf.md"
-    text = build_report(results, bench_path, extra_path, out)
+    try:
+        grid = default_grid_config(args.grid) if args.grid is not None else None
+    except Exception as err:  # noqa: BLE001 - the message names the file
+        parser.error(f"--grid {args.grid}: {err}")
+    text = build_report(results, bench_path, extra_path, out, before=args.before, grid=grid,
+                        tuning=args.tuning, trajectories=args.trajectories)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text)

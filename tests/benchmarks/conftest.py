@@ -20,6 +20,11 @@ What a run leaves behind (read by ``python -m mergecl.bench.reporting.perf_repor
 
 ``<perf dir>`` is ``<repo>/results`` unless ``MERGECL_PERF_DIR`` is set.
 
+``MERGECL_PERF_ROUNDS=n`` caps the rounds of the tests that read it (``perf.rounds(default)``:
+the training-step tests) -- a smoke check that the suite works, e.g. ``MERGECL_PERF_ROUNDS=2
+MERGECL_PERF_DIR=/tmp/perf pytest tests/benchmarks/test_perf_training.py -k step_cost``. The side
+file says so (``rounds_cap``) and the report flags such figures as not measurements.
+
 A ratio that misses its target is reported (terminal summary, ``PerfTargetMissed`` warning,
 ``perf.md``) but does not fail the test: targets can be missed because of code outside the
 benchmarks, and the shared machine is noisy. ``MERGECL_PERF_STRICT=1`` turns misses into
@@ -69,6 +74,22 @@ def perf_dir() -> Path:
 
 def strict() -> bool:
     return os.environ.get("MERGECL_PERF_STRICT", "").strip().lower() in {"1", "true", "yes"}
+
+
+def rounds_cap() -> int | None:
+    """``MERGECL_PERF_ROUNDS`` as a positive integer, or None (unset or not a positive integer)."""
+    text = os.environ.get("MERGECL_PERF_ROUNDS", "").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def rounds(default: int) -> int:
+    """A test's number of rounds: ``default``, capped by ``MERGECL_PERF_ROUNDS`` (smoke checks)."""
+    cap = rounds_cap()
+    return default if cap is None else max(1, min(default, cap))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -243,6 +264,7 @@ class PerfRecorder:
     run_rounds = staticmethod(run_rounds)
     interleaved_rounds = staticmethod(interleaved_rounds)
     median = staticmethod(median)
+    rounds = staticmethod(rounds)
 
     def record(self, key: str, title: str, value: float, *, unit: str = "x",
                target: float | None = None, op: str = "<=", baseline: str = "",
@@ -298,6 +320,7 @@ class PerfRecorder:
             "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", "pytest",
                                                          *sys.argv[1:]]),
             "strict": strict(),
+            "rounds_cap": rounds_cap(),
             "machine": machine_info(),
             "load_avg_start": self.load_at_start,
             "load_avg_end": load_average(),

@@ -1,7 +1,16 @@
-"""Training-stage performance: P&M's per-step cost over SeqFT, and the harness's overhead.
+"""Training-stage performance: P&M's per-step cost over SeqFT, the harness's overhead, what a
+step of the default protocol costs, and AdamW's step variants.
+
+Every run config here is spelled out (``run_config``): the full network (``frozen_blocks:
+None``) and no validation split unless a test asks for the default protocol's ``frozen_blocks:
+5`` (protocol v2, ``bench/config/presets.yaml``: the stem and stages 0-4 of the backbone
+frozen and their features computed once per image, ``split_frozen_prefix``; the training steps
+run only the rest, on those features).
 
 3. P&M step / SeqFT step on the same EfficientNet-Lite0 (32 px, batch 64, channels_last,
-   2 threads), same batches, full and LoRA parameterisations, three ways:
+   2 threads), same batches, full and LoRA parameterisations, for the default protocol's
+   ``frozen_blocks: 5`` (keys ``3.pnm_step.<kind>.k5``; the steps run on the frozen prefix's
+   features of the batches) and for the full network (``3.pnm_step.<kind>``), three ways:
 
    * ``whole steps`` -- the methods' own Avalanche hooks (``before_forward``,
      ``after_backward``) driven around one bare optimisation step, P&M / SeqFT taking turns
@@ -18,6 +27,21 @@
    accuracy collector, as in ``run_one``) vs a bare PyTorch loop doing the same optimisation
    steps: same model object, same batches (same seeded ``TensorBatches``), same AdamW groups,
    same masked loss. A cProfile of one strategy experience says what the difference costs.
+   (Full network.)
+
+6. What one optimisation step costs under the default protocol, in full-network steps (batch
+   64, 32 px, channels_last, **1 thread** -- the leaderboard runs one thread per run, two runs
+   at a time), interleaved step by step: the full network on images vs ``frozen_blocks: 5`` on
+   the cached features (full parameterisation; ``6.step_cost.k5``) vs the same with LoRA
+   adapters (the LoRA tier; ``6.step_cost.lora_k5``). ``perf_report`` weights the leaderboard's
+   step counts with these ratios, so the before/after comparison reads on any machine.
+
+7. AdamW's step on the ``frozen_blocks: 5`` trainable parameters (1 thread): torch's default
+   (on CPU the per-tensor for-loop), ``foreach=True`` and ``fused=True`` (when this torch has
+   it on CPU), interleaved; ratios ``7.adamw.<variant>_over_default``. A measurement only: the
+   training code's optimiser is not changed here. The variants must give the same parameters.
+
+``MERGECL_PERF_ROUNDS=n`` caps the rounds (smoke checks; see conftest).
 """
 
 from __future__ import annotations
@@ -36,26 +60,36 @@ from mergecl.bench.config.run_config import RunConfig, resolve_run
 from torch import nn
 
 KINDS = ("full", "lora")
+FROZEN_K = 5  # the default preset's frozen_blocks (protocol v2)
 BATCH = 64
 STEP_ROUNDS = 30
 WARMUP_STEPS = 3
 HARNESS_ROUNDS = 4
+STEP_COST_ROUNDS = 30
+ADAMW_ROUNDS = 30
+ADAMW_STEPS_PER_CALL = 5
 
 PNM_STEP_TARGET = 1.03
 HARNESS_TARGET = 1.10
+# docs/protocol.md §1: "k = 5 halves the step" (prototype: 0.047 s vs 0.10 s on one core)
+K5_STEP_TARGET = 0.6
 
 CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
 
 def run_config(method: str, kind: str, data_root: Path | None = None, **overrides) -> RunConfig:
     """The default protocol's split-MNIST settings (100 images per class, 2 epochs, batch 64:
-    8 optimisation steps per experience), spelled out so that preset edits do not move them."""
+    8 optimisation steps per experience), spelled out so that preset edits do not move them --
+    with the full network and no validation split (protocol v1's step; the preset ``default``
+    now sets ``frozen_blocks: 5`` and ``validation_fraction: 0.1``): a test that wants the
+    default protocol's step passes ``frozen_blocks=FROZEN_K``."""
     values = {
         "parameterisation": kind, "threads": 2, "image_size": 32, "batch_size": BATCH,
         "channels_last": True, "freeze_bn": True, "head_init": "zero", "optimizer": "adamw",
         "lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "grad_clip": None,
         "loss_mask": "current", "train_per_class": 100, "test_per_class": 20, "epochs": 2,
-        "max_steps_per_exp": None, "n_experiences": 5,
+        "max_steps_per_exp": None, "n_experiences": 5, "frozen_blocks": None,
+        "validation_fraction": 0.0,
     }
     if data_root is not None:
         values["data_root"] = str(data_root)
@@ -81,11 +115,44 @@ def method_for(cfg: RunConfig, space, built=None):
     return cls(cls.Params(**cfg.params), context)
 
 
-def build_model_and_space(cfg: RunConfig, n_classes: int = 10):
+def build_model_space_prefix(cfg: RunConfig, n_classes: int = 10):
+    """(model, space, frozen prefix or None), built as ``run_one`` does: with ``frozen_blocks``
+    the prefix is cut off before the parameter space is built, and the model takes its features."""
+    from mergecl.bench.training.models import split_frozen_prefix
     from mergecl.bench.training.run import build_model, build_space_for
 
     model = build_model(cfg, n_classes)
-    return model, build_space_for(cfg, model)
+    prefix = split_frozen_prefix(model, cfg.frozen_blocks) if cfg.frozen_blocks is not None else None
+    return model, build_space_for(cfg, model), prefix
+
+
+def build_model_and_space(cfg: RunConfig, n_classes: int = 10):
+    model, space, _ = build_model_space_prefix(cfg, n_classes)
+    return model, space
+
+
+def random_batches(n: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` batches of 64 random 1×32×32 images with labels of experience 0 (classes 0, 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.rand(BATCH, 1, 32, 32, generator=generator),
+             torch.randint(0, 2, (BATCH,), generator=generator)) for _ in range(n)]
+
+
+def model_inputs(prefix, batches):
+    """The batches as the model takes them: images, or the frozen prefix's features (computed
+    once, as the feature cache holds them)."""
+    if prefix is None:
+        return batches
+    with torch.no_grad():
+        return [(prefix(x), y) for x, y in batches]
+
+
+def _k(frozen: int | None) -> str:
+    return "" if frozen is None else f".k{frozen}"
+
+
+def _setting(kind: str, frozen: int | None) -> str:
+    return f"{kind}, " + ("full network" if frozen is None else f"frozen_blocks={frozen}, cached features")
 
 
 def loss_offsets(classes: list[int], n_classes: int = 10) -> torch.Tensor:
@@ -96,22 +163,22 @@ def loss_offsets(classes: list[int], n_classes: int = 10) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- 3. paired steps
 @pytest.mark.benchmark(group="pnm-step")
+@pytest.mark.parametrize("frozen", [FROZEN_K, None], ids=[f"k{FROZEN_K}", "full-network"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
+def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind, frozen):
     torch.manual_seed(0)
-    cfg = run_config("pnm", kind)
-    model, space = build_model_and_space(cfg)
+    cfg = run_config("pnm", kind, frozen_blocks=frozen)
+    model, space, prefix = build_model_space_prefix(cfg)
     pnm = method_for(cfg, space)
-    seqft = method_for(run_config("seqft", kind), space)
+    seqft = method_for(run_config("seqft", kind, frozen_blocks=frozen), space)
     stub = types.SimpleNamespace(experience=types.SimpleNamespace(current_experience=0), model=model)
     seqft.before_training_exp(stub)
     pnm.before_training_exp(stub)  # snapshots θ̂_{t-1}; the plugins share the model
     plugins = {"seqft": seqft, "pnm": pnm}
     optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(BATCH, 1, 32, 32, generator=generator),
-                torch.randint(0, 2, (BATCH,), generator=generator)) for _ in range(4)]
+    batches = model_inputs(prefix, random_batches())
     offsets = loss_offsets(CLASSES[0])
+    rounds = perf.rounds(STEP_ROUNDS)
     criterion = nn.CrossEntropyLoss()
     model.train()
     counter = [0]
@@ -143,7 +210,7 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     for series in hook_seconds.values():
         series.clear()
     times = perf.interleaved_rounds(
-        benchmark, {name: (lambda n=name: step(n)) for name in plugins}, STEP_ROUNDS)
+        benchmark, {name: (lambda n=name: step(n)) for name in plugins}, rounds)
     draws = pnm.step_draws
     perturbed = sum(1 for d in draws if d != 0.0) / max(1, len(draws))
     seqft_step = perf.quantile(times["seqft"], 0.25)
@@ -153,7 +220,7 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
         return statistics.fmean(hook_seconds[name]) / seqft_step
 
     summaries = {name: perf.ratio_summary(times[name], times["seqft"]) for name in plugins if name != "seqft"}
-    details = {"rounds": STEP_ROUNDS, "perturbed_fraction": round(perturbed, 3),
+    details = {"rounds": rounds, "frozen_blocks": frozen, "perturbed_fraction": round(perturbed, 3),
                "q25_step_s": {k: round(perf.quantile(v, 0.25), 4) for k, v in times.items()},
                "step_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
                "hooks_ms_per_step": {k: round(statistics.fmean(v) * 1e3, 3) for k, v in hook_seconds.items()},
@@ -161,12 +228,14 @@ def test_pnm_step_vs_seqft_step_paired(benchmark, perf, kind):
     benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
     note = (f"P&M hooks inside the steps {statistics.fmean(hook_seconds['pnm']) * 1e3:.1f} ms per step "
             f"on average = {hooks_share('pnm'):.1%} of a SeqFT step")
-    perf.record(f"3.pnm_step.{kind}", f"P&M step / SeqFT step ({kind}), interleaved whole steps",
+    perf.record(f"3.pnm_step.{kind}{_k(frozen)}",
+                f"P&M step / SeqFT step ({_setting(kind, frozen)}), interleaved whole steps",
                 summaries["pnm"]["ratio"], target=PNM_STEP_TARGET, summary=summaries["pnm"],
                 baseline="SeqFT step on the same model and batch, in turns", details=details,
                 note=note)
-    perf.record(f"3.pnm_step_hooks.{kind}",
-                f"P&M step / SeqFT step ({kind}), 1 + hook time in the steps / SeqFT step",
+    perf.record(f"3.pnm_step_hooks.{kind}{_k(frozen)}",
+                f"P&M step / SeqFT step ({_setting(kind, frozen)}), 1 + hook time in the steps / "
+                "SeqFT step",
                 1.0 + hooks_share("pnm"), target=PNM_STEP_TARGET,
                 baseline="lower quartile of the SeqFT steps",
                 note=(f"the hooks' own cost, timed inside the P&M steps (less noisy than whole "
@@ -311,7 +380,8 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
         run()
     for series in (*inside.values(), *iterations.values(), *steps_done.values()):
         series.clear()
-    times = perf.interleaved_rounds(benchmark, variants, HARNESS_ROUNDS)
+    harness_rounds = perf.rounds(HARNESS_ROUNDS)
+    times = perf.interleaved_rounds(benchmark, variants, harness_rounds)
     assert steps_done["strategy"][-1] == steps_done["bare"][-1] == steps_done["pnm"][-1] > 0
 
     profile = cProfile.Profile()
@@ -321,13 +391,13 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
     profile.disable()
     breakdown = _profile_breakdown(profile, perf_counter() - started)
 
-    rounds = slice(0, HARNESS_ROUNDS)
+    rounds = slice(0, harness_rounds)
     summary = perf.ratio_summary(times["strategy"], times["bare"])
     steps_only = perf.ratio_summary(inside["strategy"][rounds], times["bare"])
     outside = [w - i for w, i in zip(times["strategy"], inside["strategy"][rounds])]
-    n_iter = HARNESS_ROUNDS * steps_done["bare"][-1]
+    n_iter = harness_rounds * steps_done["bare"][-1]
     pnm_steps = perf.ratio_summary(iterations["pnm"][:n_iter], iterations["strategy"][:n_iter])
-    details = {"rounds": HARNESS_ROUNDS, "steps": steps_done["bare"][-1],
+    details = {"rounds": harness_rounds, "steps": steps_done["bare"][-1],
                "median_s": {k: round(perf.median(v), 3) for k, v in times.items()},
                "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
                "strategy_step_time_over_bare": steps_only,
@@ -350,3 +420,165 @@ def test_strategy_experience_vs_bare_loop(benchmark, perf, data_root, split_mnis
                 details={"iterations": n_iter, "iteration_s": {k: [round(t, 4) for t in v[:n_iter]]
                                                                for k, v in iterations.items()}},
                 note=f"per-iteration times (timing plugin); train_s/train_steps gives {cross:.3f}x")
+
+
+# ----------------------------------------------------------------------------- 6. step cost
+def optimisation_step(model, optimizer, batches, offsets, criterion):
+    """One bare optimisation step per call, cycling through ``batches`` (what
+    ``MergeCLStrategy`` does per iteration, without its callbacks)."""
+    counter = [0]
+
+    def step() -> None:
+        x, y = batches[counter[0] % len(batches)]
+        counter[0] += 1
+        optimizer.zero_grad(set_to_none=True)
+        out = model(x.contiguous(memory_format=torch.channels_last))
+        criterion(out + offsets, y).backward()
+        optimizer.step()
+
+    return step
+
+
+STEP_SETTINGS = {"full": ("full", None), "k5": ("full", FROZEN_K), "lora_k5": ("lora", FROZEN_K)}
+
+
+@pytest.mark.benchmark(group="step-cost")
+def test_step_cost_full_network_vs_frozen_prefix(benchmark, perf):
+    """6: one optimisation step of the full network vs ``frozen_blocks: 5`` on cached features
+    (full and LoRA), 1 thread, interleaved step by step on the same batches."""
+    torch.set_num_threads(1)  # the leaderboard's setting (1 thread per run, 2 runs at a time)
+    images = random_batches()
+    offsets = loss_offsets(CLASSES[0])
+    criterion = nn.CrossEntropyLoss()
+    steps, facts = {}, {}
+    for name, (kind, frozen) in STEP_SETTINGS.items():
+        torch.manual_seed(0)
+        cfg = run_config("seqft", kind, frozen_blocks=frozen, threads=1)
+        model, space, prefix = build_model_space_prefix(cfg)
+        batches = model_inputs(prefix, images)
+        model.train()
+        optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr),
+                                      weight_decay=cfg.weight_decay)
+        steps[name] = optimisation_step(model, optimizer, batches, offsets, criterion)
+        facts[name] = {"parameterisation": kind, "frozen_blocks": frozen,
+                       "input": list(batches[0][0].shape),
+                       "trainable_floats": sum(p.numel() for p in space.trainable_parameters().values())}
+    for _ in range(WARMUP_STEPS):
+        for run in steps.values():
+            run()
+    rounds = perf.rounds(STEP_COST_ROUNDS)
+    times = perf.interleaved_rounds(benchmark, steps, rounds)
+    q25 = {name: perf.quantile(series, 0.25) for name, series in times.items()}
+    summaries = {name: perf.ratio_summary(times[name], times["full"]) for name in ("k5", "lora_k5")}
+    details = {"rounds": rounds, "threads": torch.get_num_threads(), "batch": BATCH, "image_size": 32,
+               "settings": facts, "q25_step_s": {k: round(v, 5) for k, v in q25.items()},
+               "step_s": {k: [round(x, 5) for x in v] for k, v in times.items()},
+               "summaries": summaries}
+    benchmark.extra_info.update({k: v for k, v in details.items() if k != "step_s"})
+    baseline = (f"full-network step (frozen_blocks None, full parameterisation), same batches, in "
+                f"turns; {q25['full'] * 1e3:.0f} ms (lower quartile) on this machine, 1 thread")
+    perf.record("6.step_cost.k5",
+                f"one step with frozen_blocks={FROZEN_K} on cached features / full-network step "
+                "(1 thread)", summaries["k5"]["ratio"], target=K5_STEP_TARGET,
+                summary=summaries["k5"], baseline=baseline, details=details,
+                note=(f"{q25['k5'] * 1e3:.0f} ms per step; trains "
+                      f"{facts['k5']['trainable_floats'] / 1e6:.2f} M of "
+                      f"{facts['full']['trainable_floats'] / 1e6:.2f} M floats; target: "
+                      "docs/protocol.md says k = 5 halves the step"))
+    perf.record("6.step_cost.lora_k5",
+                f"one LoRA step with frozen_blocks={FROZEN_K} on cached features / full-network "
+                "step (1 thread)", summaries["lora_k5"]["ratio"], summary=summaries["lora_k5"],
+                baseline=baseline, details={"q25_step_s": details["q25_step_s"]},
+                note=(f"{q25['lora_k5'] * 1e3:.0f} ms per step; "
+                      f"{q25['lora_k5'] / q25['k5']:.2f}x the full-parameterisation k={FROZEN_K} step"))
+
+
+# ----------------------------------------------------------------------------- 7. AdamW variants
+def adamw_variants() -> tuple[dict[str, dict], dict[str, str]]:
+    """AdamW keyword sets to compare: {name: kwargs} and {name: why unavailable}."""
+    variants: dict[str, dict] = {"default": {}, "foreach": {"foreach": True}}
+    unavailable: dict[str, str] = {}
+    probe = nn.Parameter(torch.zeros(8))
+    probe.grad = torch.ones(8)
+    try:
+        torch.optim.AdamW([probe], fused=True).step()
+        variants["fused"] = {"fused": True}
+    except (RuntimeError, TypeError, ValueError) as err:  # no fused AdamW on CPU in this torch
+        unavailable["fused"] = f"{type(err).__name__}: {err}"
+    return variants, unavailable
+
+
+def _default_implementation(params) -> str:
+    """What torch's AdamW picks on these parameters when neither foreach nor fused is given."""
+    try:
+        from torch.optim.optimizer import _default_to_fused_or_foreach
+
+        fused, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
+    except Exception as err:  # noqa: BLE001 - a private helper; only for the note
+        return f"unknown ({type(err).__name__})"
+    return "fused" if fused else "foreach" if foreach else "for-loop (single tensor)"
+
+
+@pytest.mark.benchmark(group="adamw")
+def test_adamw_step_variants(benchmark, perf):
+    """7: AdamW's step on the k=5 trainable parameters, torch's default vs foreach vs fused."""
+    torch.set_num_threads(1)
+    cfg = run_config("seqft", "full", frozen_blocks=FROZEN_K, threads=1)
+    _, space, _ = build_model_space_prefix(cfg)
+    groups = space.parameter_groups(cfg.lr, cfg.head_lr)
+    generator = torch.Generator().manual_seed(0)
+    grads = [[torch.randn(p.shape, generator=generator) * 1e-3 for p in group["params"]]
+             for group in groups]
+    variants, unavailable = adamw_variants()
+    optimizers, params = {}, {}
+    for name, kwargs in variants.items():
+        copies = []
+        for group, group_grads in zip(groups, grads):
+            tensors = []
+            for p, g in zip(group["params"], group_grads):
+                q = nn.Parameter(p.detach().clone())  # same layout (strides) as the model's
+                q.grad = torch.empty_like(q).copy_(g)
+                tensors.append(q)
+            copies.append({**{k: v for k, v in group.items() if k != "params"}, "params": tensors})
+        optimizers[name] = torch.optim.AdamW(copies, weight_decay=cfg.weight_decay, **kwargs)
+        params[name] = [q for group in copies for q in group["params"]]
+
+    def calls(name: str):
+        optimizer = optimizers[name]
+
+        def run() -> None:
+            for _ in range(ADAMW_STEPS_PER_CALL):
+                optimizer.step()
+
+        return run
+
+    runs = {name: calls(name) for name in variants}
+    for run in runs.values():  # state allocation, first-call dispatch
+        run()
+    rounds = perf.rounds(ADAMW_ROUNDS)
+    times = perf.interleaved_rounds(benchmark, runs, rounds)
+    for name in variants:  # the same optimiser: every variant took the same steps on the same grads
+        for a, b in zip(params["default"], params[name]):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    per_step = {name: perf.quantile(series, 0.25) / ADAMW_STEPS_PER_CALL for name, series in times.items()}
+    summaries = {name: perf.ratio_summary(times[name], times["default"]) for name in variants
+                 if name != "default"}
+    winner = min(per_step, key=per_step.get)
+    details = {"rounds": rounds, "steps_per_call": ADAMW_STEPS_PER_CALL,
+               "threads": torch.get_num_threads(), "frozen_blocks": FROZEN_K,
+               "tensors": len(params["default"]),
+               "floats": sum(p.numel() for p in params["default"]),
+               "default_implementation": _default_implementation(params["default"]),
+               "q25_step_s": {k: round(v, 6) for k, v in per_step.items()},
+               "unavailable": unavailable, "winner": winner, "summaries": summaries}
+    benchmark.extra_info.update(details)
+    for name, summary in summaries.items():
+        perf.record(f"7.adamw.{name}_over_default",
+                    f"AdamW step, {name}=True / torch's default (k={FROZEN_K} trainable "
+                    "parameters, 1 thread)", summary["ratio"], summary=summary,
+                    baseline=(f"torch.optim.AdamW default ({details['default_implementation']}), "
+                              f"{per_step['default'] * 1e3:.2f} ms per step, in turns"),
+                    details=details,
+                    note=(f"{per_step[name] * 1e3:.2f} ms per step over {details['tensors']} tensors "
+                          f"({details['floats'] / 1e6:.2f} M floats); fastest: {winner}"
+                          + (f"; not measured: {', '.join(unavailable)}" if unavailable else "")))
