@@ -7,7 +7,7 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.mergecl-installed
 ARGS      ?=
 
-.PHONY: setup data leaderboard tune test bench lint
+.PHONY: setup data leaderboard tune test bench lint mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,3 +44,9 @@ bench: setup
 
 lint: setup
 	$(BIN)/python -m pip install -q ruff && $(BIN)/ruff check mergecl bench methods tests
+
+# Mutation testing of the merge core, the metrics, the head rule and the methods' rules (not part
+# of `make test` or CI; about an hour on two cores). Scope and results: docs/mutation.md.
+mutate: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[mutate]"
+	$(BIN)/python mutmut_config.py run

@@ -271,6 +271,17 @@ def presets() -> dict[str, dict[str, Any]]:
     return data
 
 
+def _streams_from_disk(benchmark: str) -> bool:
+    """Whether ``benchmark`` streams its images from disk (a paper dataset) rather than
+    holding them in memory; False for an unknown name (refused later, with the accepted ones)."""
+    from mergecl.bench.streams.benchmarks import get_benchmark
+
+    try:
+        return not get_benchmark(benchmark).offline
+    except ConfigError:
+        return False
+
+
 def resolve_run(
     method: str,
     benchmark: str,
@@ -288,7 +299,11 @@ def resolve_run(
     preset_block = dict(all_presets[preset] or {})
     per_benchmark = preset_block.pop("benchmarks", {}) or {}
     per_method = preset_block.pop("methods", {}) or {}
-    values: dict[str, Any] = deep_merge(preset_block, per_benchmark.get(benchmark, {}) or {})
+    streamed = preset_block.pop("streamed", {}) or {}
+    values: dict[str, Any] = dict(preset_block)
+    if streamed and _streams_from_disk(benchmark):
+        values = deep_merge(values, streamed)
+    values = deep_merge(values, per_benchmark.get(benchmark, {}) or {})
     from mergecl.methods.registry import ALIASES
 
     values = deep_merge(values, per_method.get(ALIASES.get(method, (method,))[0], {}) or {})
@@ -296,7 +311,13 @@ def resolve_run(
     values = deep_merge(values, overrides or {})
     from mergecl.methods.registry import resolve_alias
 
-    registered, alias_params = resolve_alias(method, values.get("params"))
+    params = values.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(
+            f"params must be a mapping of hyper-parameter names to values, got {params!r}"
+            f" ({type(params).__name__}); accepted: a mapping such as {{lam: 0.5}}"
+        )
+    registered, alias_params = resolve_alias(method, params)
     values.update(method=registered, benchmark=benchmark, seed=seed, preset=preset,
                   params=alias_params, label=label or method)
     try:

@@ -50,3 +50,34 @@ def test_plugin_merged_state_is_the_average_of_the_sparsified_update():
         entries += value.numel()
     assert 0.3 < kept_total / entries < 0.7
     assert run["diagnostics"]["merge_coefficient"] == 0.5
+
+
+# ------------------------------------------------------------------------------------------
+# cases added for mutation testing (docs/mutation.md)
+
+
+def _seed_drawing(value: float, n: int) -> int:
+    """A seed whose first ``torch.rand(n)`` contains ``value`` exactly (a draw is a multiple of
+    2**-24, so with n = 2**21 about one seed in eight has a given value)."""
+    for seed in range(64):
+        if bool((torch.rand(n, generator=torch.Generator().manual_seed(seed)) == value).any()):
+            return seed
+    pytest.skip(f"no seed below 64 draws exactly {value}")
+
+
+def test_no_entry_is_dropped_at_p_zero_even_for_a_draw_of_exactly_zero():
+    """Keep iff u >= p: P(keep) = 1 − p exactly for u on the grid k·2**-24 in [0, 1)."""
+    n = 1 << 21
+    seed = _seed_drawing(0.0, n)
+    out = dare.dare({"w": torch.ones(n)}, 0.0, torch.Generator().manual_seed(seed))
+    assert torch.equal(out["w"], torch.ones(n))
+
+
+def test_dare_without_a_generator_and_with_a_non_float_entry_first():
+    torch.manual_seed(0)
+    tv = {"n": T([1, 2]), "w": torch.ones(1000)}
+    out = dare.dare(tv, 0.5)
+    assert torch.equal(out["n"], tv["n"])
+    assert set(out["w"].unique().tolist()) == {0.0, 2.0}
+    with pytest.raises(ValueError, match=r"^drop_rate must be finite"):
+        dare.dare(tv, float("inf"))

@@ -145,3 +145,43 @@ def test_plugin_merged_state_is_theta0_plus_lambda_times_selection(variant):
             torch.testing.assert_close(run["merged"][name], pretrained[name] + 0.3 * selection[name])
         assert run["diagnostics"]["merge_coefficient"] == 0.3
     assert sum(v.numel() for v in plugin.selection.values()) == sum(pretrained[n].numel() for n in body)
+
+
+# ------------------------------------------------------------------------------------------
+# cases added for mutation testing (docs/mutation.md)
+
+
+def test_a_non_float_entry_first_does_not_stop_the_selection():
+    vectors = [{"n": T([1]), "w": T([1.0, -3.0])}, {"n": T([2]), "w": T([-2.0, 1.0])}]
+    expected = {"n": T([2]), "w": T([-2.0, -3.0])}
+    assert_state_equal(mm.max_magnitude(vectors), expected)
+    running = mg.clone_state(vectors[0])
+    assert_state_equal(mm.max_magnitude_fold_(running, vectors[1], backend="eager"), expected)
+
+
+def test_messages_name_the_bad_value_first():
+    a, b = {"w": T([1.0, 2.0])}, {"v": T([1.0, 2.0])}
+    with pytest.raises(ValueError, match=r"^task_vectors\[1\]: keys differ"):
+        mm.max_magnitude([a, b])
+    with pytest.raises(ValueError, match=r"^new_tv: keys differ"):
+        mm.max_magnitude_fold_(mg.clone_state(a), b)
+    with pytest.raises(ValueError, match=r"^max_magnitude_fold_: backend must be one of"):
+        mm.max_magnitude_fold_(mg.clone_state(a), a, backend="fast")
+
+
+def test_compilation_failure_is_reported_with_its_type_at_the_caller(monkeypatch):
+    def broken_kernel():
+        def kernel(currents, incomings):
+            raise OSError("no C++ compiler")
+        return kernel
+
+    monkeypatch.setattr(mm, "_compiled_fold_kernel", broken_kernel)
+    monkeypatch.setattr(mm, "_compile_error", None)
+    monkeypatch.setattr(mm, "COMPILE_MIN_ENTRIES", 0)
+    vectors = _magmax_vectors()
+    with pytest.warns(RuntimeWarning) as record:
+        mm.max_magnitude_fold_(mg.clone_state(vectors[0]), vectors[1])
+    assert mm._compile_error == "OSError: no C++ compiler"
+    assert str(record[0].message).startswith(
+        "MagMax fold: torch.compile failed (OSError: no C++ compiler); using the eager fold")
+    assert record[0].filename == __file__  # stacklevel: the warning points at the caller

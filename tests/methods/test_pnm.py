@@ -327,3 +327,48 @@ def test_plugin_alpha_is_the_masked_fit_and_strictly_inside_the_unit_interval():
         if name in masks:
             want = torch.where(masks[name], want, trained[name])
         torch.testing.assert_close(value, want, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# cases added for mutation testing (docs/mutation.md)
+
+
+def test_pnm_alpha_refuses_a_non_finite_numerator_with_a_finite_denominator():
+    prev, delta = {"w": T([float("inf")])}, {"w": T([1.0])}
+    optima, fishers = [{"w": T([0.0])}], [{"w": T([1.0])}]
+    with pytest.raises(ValueError, match="non-finite sums"):
+        pnm_alpha(prev, delta, optima, fishers)  # numerator −inf, denominator 1
+    stats = PnMStatistics()
+    stats.add_task(optima[0], fishers[0])
+    with pytest.raises(ValueError, match="non-finite sums"):
+        stats.alpha(prev, delta)
+
+
+def test_pnm_alpha_names_the_bad_input():
+    prev, delta, optima, fishers = _pnm_two_task_case()
+    with pytest.raises(ValueError, match=r"^delta: keys differ"):
+        pnm_alpha(prev, {"w": T([1.0])}, optima, fishers)
+    with pytest.raises(ValueError, match=r"^fishers\[1\]: entry 'zz'"):
+        pnm_alpha(prev, delta, optima, [fishers[0], {"zz": T([1.0])}])
+    lacking = [optima[0], {"head": T([1.0, 10.0]), "n": T(5)}]
+    with pytest.raises(ValueError, match=r"optima\[1\] lacks entry 'w'"):
+        pnm_alpha(prev, delta, lacking, fishers)
+    reshaped = [optima[0], dict(optima[1], w=T([1.5, 1.5]))]
+    with pytest.raises(ValueError, match=r"optima\[1\] lacks entry 'w' \(or its shape differs\)"):
+        pnm_alpha(prev, delta, reshaped, fishers)
+
+
+def test_pnm_statistics_hold_the_hand_computed_sums_and_check_their_inputs():
+    stats = PnMStatistics()
+    stats.add_task({"a": T([1.0, 2.0]), "b": T([3.0])}, {"a": T([0.5, 1.0]), "b": T([2.0])})
+    stats.add_task({"a": T([3.0, -1.0]), "b": T([1.0])}, {"a": T([1.0, 0.0]), "b": T([1.0])})
+    assert stats.fisher_sum["a"].tolist() == [1.5, 1.0] and stats.fisher_sum["b"].tolist() == [3.0]
+    # M = Σ F ⊙ θ*: [0.5·1 + 1·3, 1·2 + 0·(−1)], [2·3 + 1·1]
+    assert stats.weighted_optimum_sum["a"].tolist() == [3.5, 2.0]
+    assert stats.weighted_optimum_sum["b"].tolist() == [7.0]
+    with pytest.raises(ValueError, match=r"^fisher: entry 'zz'"):
+        stats.add_task({"a": T([1.0, 2.0])}, {"zz": T([1.0])})
+    with pytest.raises(ValueError, match=r"^delta: keys differ"):
+        stats.alpha({"a": T([0.0, 0.0]), "b": T([0.0])}, {"a": T([1.0, 1.0])})
+    with pytest.raises(ValueError, match="entry 'b' is missing from prev"):
+        stats.alpha({"a": T([0.0, 0.0])}, {"a": T([1.0, 1.0])})

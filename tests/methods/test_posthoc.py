@@ -60,3 +60,27 @@ def test_head_merge_ablation_scales_old_rows_and_keeps_new_rows():
     # old rows: θ₀ + λ·τ_MM, θ₀ = 0 and task 1 does not move them: λ·W*_0
     torch.testing.assert_close(merged["fc.weight"][:2], lam * first["fc.weight"][:2])
     torch.testing.assert_close(merged["fc.weight"][2:], second["fc.weight"][2:], rtol=0, atol=0)
+
+
+def test_merge_itself_takes_new_rows_as_trained_under_the_head_merge_ablation():
+    """``merge`` honours the head masks by itself; the life-cycle's keep_trained_where_unmasked
+    is a second guard, not the rule (case added for mutation testing, docs/mutation.md)."""
+    from lifecycle import displacement
+    from mergecl.methods.base import head_masks
+
+    _, space, ctx = make_space()
+    lam = 0.5
+    plugin = MagMax(MagMax.Params(lam=lam, head="merge"), ctx)
+    pretrained = space.effective_state()
+    plugin.pretrained_state, plugin.task = pretrained, 0
+    step = displacement(space, 0)
+    trained = {n: pretrained[n] + step[n] for n in pretrained}
+    masks = head_masks(space, ctx, 0)
+    merged = plugin.merge(trained, masks).state
+    assert not masks["fc.weight"][:2].any() and masks["fc.weight"][2:].all()
+    for name in pretrained:
+        expected = pretrained[name] + lam * step[name]
+        if name in masks:
+            expected = torch.where(masks[name], expected, trained[name])
+        torch.testing.assert_close(merged[name], expected, rtol=0, atol=1e-7)
+    assert not torch.equal(merged["fc.weight"][:2], pretrained["fc.weight"][:2] + lam * step["fc.weight"][:2])

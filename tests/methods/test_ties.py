@@ -120,3 +120,37 @@ def test_continual_mode_equals_fusionbench_c_ties():
     merged = merging.add_scaled(base, merged_tv, scale)
     for name, value in reference.items():
         torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-5, msg=name)
+
+
+# ------------------------------------------------------------------------------------------
+# cases added for mutation testing (docs/mutation.md)
+
+
+def test_trim_top_k_checks_its_input_and_keeps_a_single_column():
+    column = T([[2.0], [-1.0]])
+    assert torch.equal(ties.trim_top_k(column, 0.5), column)
+    for bad in (T([1.0, 2.0]), torch.zeros(2, 0)):
+        with pytest.raises(ValueError, match="n × d matrix"):
+            ties.trim_top_k(bad, 0.5)
+    with pytest.raises(ValueError, match=r"^top_k must be finite"):
+        ties.trim_top_k(column, float("inf"))
+
+
+def test_disjoint_merge_default_is_the_mean_and_a_zero_sign_keeps_the_negatives():
+    """A sign still 0 after the majority rule (the majority itself is 0) selects the negative
+    entries, as the reference's ``torch.where(sign > 0, τ > 0, τ < 0)`` does; ``max`` gives 0
+    there (|max|·0)."""
+    trimmed = T([[1.0, 3.0, -2.0], [-1.0, 1.0, 0.0]])
+    sign = T([0.0, 1.0, -1.0])
+    assert ties.disjoint_merge(trimmed, sign).tolist() == [-1.0, 2.0, -2.0]
+    assert ties.disjoint_merge(trimmed, sign, "sum").tolist() == [-1.0, 4.0, -2.0]
+    assert ties.disjoint_merge(trimmed, sign, "max").tolist() == [0.0, 3.0, -2.0]
+
+
+def test_ties_merge_defaults_to_the_top_20_percent_and_the_mean():
+    # d = 5, top_k 0.2 -> k = 5 - 1 = 4: keep |τ| >= the 4th smallest magnitude (two per row):
+    # [5,0,0,0,3] and [-4,0,0,6,0]; sums [1,0,0,6,3] -> signs [+,0,0,+,+], zeros -> majority +
+    vectors = [{"w": T([5.0, -1.0, 2.0, 0.5, 3.0])}, {"w": T([-4.0, 2.0, 1.0, 6.0, -0.1])}]
+    assert ties.ties_merge(vectors)["w"].tolist() == [5.0, 0.0, 0.0, 6.0, 3.0]
+    with pytest.raises(ValueError, match=r"^task_vectors\[1\]: keys differ"):
+        ties.ties_merge([vectors[0], {"v": T([1.0])}])

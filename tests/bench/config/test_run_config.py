@@ -190,3 +190,17 @@ def test_a_row_can_run_on_some_of_the_grid_benchmarks_only() -> None:
 def test_trajectories_off_survives_yaml_parsing() -> None:
     # `--set trajectories=off` arrives as YAML's False
     assert resolve_run("seqft", "split-mnist", 0, "quick", {"trajectories": False}).trajectories == "off"
+
+
+def test_default_preset_drops_in_memory_settings_for_streamed_benchmarks() -> None:
+    """The default preset's validation split and frozen-prefix feature cache need in-memory
+    tensors; a paper dataset streamed from disk gets neither (its `streamed:` block)."""
+    offline = resolve_run("seqft", "split-mnist", 0, "default")
+    assert offline.validation_fraction == 0.1 and offline.frozen_blocks == 5
+    streamed = resolve_run("seqft", "imagenet-r-10", 0, "default")
+    assert streamed.validation_fraction == 0 and streamed.frozen_blocks is None
+
+
+def test_params_that_are_not_a_mapping_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"params must be a mapping.*got 1"):
+        resolve_run("seqft", "split-mnist", 0, "quick", overrides={"params": 1})
