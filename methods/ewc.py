@@ -1,8 +1,9 @@
 """EWC — elastic weight consolidation, through Avalanche's ``EWCPlugin`` (a classic reference).
 
 Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
-Loss_t = CE + (λ/2)·Σ_i Σ_k F_{i,k}(θ_k − θ*_{i,k})² (``mode: separate``) or the online
-variant with decay. No merge. In the ``lora`` parameterisation Avalanche regularises the
+The paper writes the penalty (λ/2)·Σ_k F_k(θ_k − θ*_k)²; Avalanche's plugin, which runs here,
+adds λ·Σ_i Σ_k F_{i,k}(θ_k − θ*_{i,k})² (no ½: our λ is the paper's λ/2) for ``mode: separate``,
+or the online variant with decay. No merge. In the ``lora`` parameterisation Avalanche regularises the
 trainable parameters only (the fresh adapter and the head), which is a weak constraint —
 noted in the leaderboard.
 

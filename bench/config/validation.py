@@ -3,7 +3,7 @@
 * :func:`resolved_params` — the method's hyper-parameters checked by its ``Params`` model and
   completed with their defaults (called by :func:`~mergecl.bench.config.run_config.resolve_run`);
 * :func:`validate_run` — the method supports the parameterisation, the benchmark and device
-  exist, the data is there;
+  exist, the data is there, the optional extras of the requested loggers are installed;
 * :func:`validate_grid` — every run of a grid, data checked once per (benchmark, data root),
   and one method per label.
 
@@ -13,6 +13,7 @@ and the accepted ones. Nothing here builds a model or imports Avalanche.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,22 @@ def check_data_available(cfg: RunConfig) -> None:
             raise ConfigError(str(exc)) from None
 
 
+# the loggers that need an optional extra: logger -> (module it imports, extra providing it)
+LOGGER_EXTRAS: dict[str, tuple[str, str]] = {"tensorboard": ("tensorboard", "tensorboard"),
+                                             "wandb": ("wandb", "wandb")}
+
+
+def check_loggers_available(cfg: RunConfig) -> None:
+    """Every requested logger's optional package is installed (ConfigError naming the extra)."""
+    for name in cfg.loggers:
+        if name not in LOGGER_EXTRAS:
+            continue
+        module, extra = LOGGER_EXTRAS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"logger {name!r} needs the {module!r} package, which is not installed; "
+                              f"install it with: pip install 'mergecl[{extra}]'")
+
+
 def validate_run(cfg: RunConfig, check_data: bool = True) -> None:
     """Refuse anything about one run that would fail later, before any training starts."""
     from mergecl.bench.streams.benchmarks import get_benchmark
@@ -87,6 +104,7 @@ def validate_run(cfg: RunConfig, check_data: bool = True) -> None:
                           f"{cfg.benchmark!r} streams images from disk (accepted: frozen_blocks: null)")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device {cfg.device!r} not accepted; use cpu or cuda[:N]")
+    check_loggers_available(cfg)
     if check_data:
         check_data_available(cfg)
 

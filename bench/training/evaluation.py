@@ -18,12 +18,14 @@ last; Avalanche's stream accuracy weights experiences by their number of samples
 is the unweighted mean of R's last row (equal when experiences have equal test sets).
 
 :func:`avalanche_evaluator` attaches Avalanche's ``accuracy_metrics`` and ``forgetting_metrics``
-with its TensorBoard, Weights & Biases, CSV or text loggers (``--logger``; off by default).
+with its TensorBoard, Weights & Biases, CSV or text loggers (``--logger``; off by default);
+:func:`close_loggers` closes their files (and finishes the W&B run) at the end of the run.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,38 @@ def wandb_mode() -> str:
     return "online" if netrc.is_file() and "api.wandb.ai" in netrc.read_text() else "offline"
 
 
+class _Overlay:
+    """``base`` with some attributes added or replaced (everything else read from ``base``)."""
+
+    def __init__(self, base: Any, **extra: Any) -> None:
+        self._base = base
+        self.__dict__.update(extra)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_base":  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self._base, name)
+
+
+def wandb_for_avalanche(wandb: Any) -> Any:
+    """The ``wandb`` module as Avalanche 0.6.0's ``WandBLogger`` reads it. Newer wandb (0.31)
+    dropped ``wandb.viz`` (``CustomChart`` lives in ``wandb.plot``), which the logger reads on
+    every metric, and ``wandb.util.generate_id``; both are given back, all else is ``wandb``."""
+    extra: dict[str, Any] = {}
+    if not hasattr(wandb, "viz"):
+        extra["viz"] = _Overlay(None, CustomChart=wandb.plot.CustomChart)
+    if not hasattr(wandb.util, "generate_id"):
+        extra["util"] = _Overlay(wandb.util, generate_id=lambda length=8: uuid.uuid4().hex[:length])
+    return _Overlay(wandb, **extra) if extra else wandb
+
+
+def wandb_run_id() -> str:
+    """``$WANDB_RUN_ID`` if set, else a fresh id. Passed to Avalanche's ``WandBLogger`` so that
+    it never calls ``wandb.util.generate_id()``, which wandb ≥ 0.2x no longer has (Avalanche
+    0.6.0 calls it when neither the logger's params nor the environment give an id)."""
+    return os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:8]
+
+
 def avalanche_evaluator(loggers: Sequence[str], log_dir: Path, run_name: str) -> Any:
     """Avalanche's ``EvaluationPlugin`` with per-experience and stream accuracy and forgetting,
     writing through the requested Avalanche loggers into ``log_dir``."""
@@ -141,8 +175,10 @@ def avalanche_evaluator(loggers: Sequence[str], log_dir: Path, run_name: str) ->
         elif name == "wandb":
             from avalanche.logging import WandBLogger
 
-            built.append(WandBLogger(project_name="mergecl", run_name=run_name,
-                                     dir=str(log_dir), params={"mode": wandb_mode()}))
+            logger = WandBLogger(project_name="mergecl", run_name=run_name, dir=str(log_dir),
+                                 params={"mode": wandb_mode(), "id": wandb_run_id()})
+            logger.wandb = wandb_for_avalanche(logger.wandb)
+            built.append(logger)
         elif name == "csv":
             from avalanche.logging import CSVLogger
 
@@ -150,8 +186,27 @@ def avalanche_evaluator(loggers: Sequence[str], log_dir: Path, run_name: str) ->
         elif name == "text":
             from avalanche.logging import TextLogger
 
-            built.append(TextLogger(open(log_dir / "log.txt", "a")))  # noqa: SIM115 - the logger owns it
+            built.append(TextLogger(open(log_dir / "log.txt", "a")))  # noqa: SIM115 - closed by close_loggers
     return EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
         forgetting_metrics(experience=True, stream=True),
         loggers=built)
+
+
+def close_loggers(evaluator: Any) -> None:
+    """End of the run: close the files of the loggers :func:`avalanche_evaluator` built (text,
+    CSV, TensorBoard) and finish the W&B run, so the next run of the process starts its own."""
+    import sys
+
+    from avalanche.logging import CSVLogger, TextLogger
+
+    for logger in getattr(evaluator, "loggers", ()):
+        if isinstance(logger, TextLogger):
+            if logger.file not in (sys.stdout, sys.stderr) and not logger.file.closed:
+                logger.file.close()
+        elif isinstance(logger, CSVLogger):
+            logger.close()
+        elif hasattr(logger, "writer"):  # TensorboardLogger (importing it needs tensorboard)
+            logger.writer.close()
+        elif hasattr(logger, "wandb") and getattr(logger.wandb, "run", None) is not None:
+            logger.wandb.finish()

@@ -164,72 +164,78 @@ def run_one(cfg: RunConfig, progress: ProgressCallback | None = None) -> RunReco
 
         log_dir = Path(cfg.log_dir or "logs") / cfg.benchmark / (cfg.label or cfg.method) / f"seed{cfg.seed}"
         evaluator = avalanche_evaluator(cfg.loggers, log_dir, f"{cfg.label}-{cfg.benchmark}-seed{cfg.seed}")
-    strategy = MergeCLStrategy(
-        model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr), config=cfg,
-        evaluator=evaluator,
-        classes_per_experience=loss_classes, n_classes=built.n_classes, train_tensors=train_tensors,
-        test_tensors=built.test_tensors, plugins=[method, *method.extra_plugins(), collector],
-        generator=torch.Generator().manual_seed(cfg.seed), space=space, trajectory=trajectory,
-    )
+    try:
+        strategy = MergeCLStrategy(
+            model=model, parameter_groups=lambda: space.parameter_groups(cfg.lr, cfg.head_lr), config=cfg,
+            evaluator=evaluator,
+            classes_per_experience=loss_classes, n_classes=built.n_classes, train_tensors=train_tensors,
+            test_tensors=built.test_tensors, plugins=[method, *method.extra_plugins(), collector],
+            generator=torch.Generator().manual_seed(cfg.seed), space=space, trajectory=trajectory,
+        )
 
-    cil_rows: list[list[float]] = []
-    til_rows: list[list[float]] = []
-    eval_seconds = 0.0
-    n_train = len(train_stream)
-    for i, experience in enumerate(train_stream):
-        strategy.train(experience)
-        seen_task = n_exp - 1 if cls.upper_bound else i
-        collector.start_row(context.seen_classes(seen_task))
-        t_eval = perf_counter()
-        strategy.eval(built.test_stream)
-        eval_seconds += perf_counter() - t_eval
-        cil, til = collector.row(n_exp)
-        cil_rows.append(cil)
-        if til is not None:
-            til_rows.append(til)
-        if progress:
-            progress(i + 1, n_train)
+        cil_rows: list[list[float]] = []
+        til_rows: list[list[float]] = []
+        eval_seconds = 0.0
+        n_train = len(train_stream)
+        for i, experience in enumerate(train_stream):
+            strategy.train(experience)
+            seen_task = n_exp - 1 if cls.upper_bound else i
+            collector.start_row(context.seen_classes(seen_task))
+            t_eval = perf_counter()
+            strategy.eval(built.test_stream)
+            eval_seconds += perf_counter() - t_eval
+            cil, til = collector.row(n_exp)
+            cil_rows.append(cil)
+            if til is not None:
+                til_rows.append(til)
+            if progress:
+                progress(i + 1, n_train)
 
-    validation = None
-    if built.validation_tensors is not None:
-        val_cil, val_til = collector.evaluate_tensors(
-            model, built.validation_tensors, cfg.eval_batch_size, context.seen_classes(n_exp - 1))
-        validation = ValidationSplit(
-            **built.validation, row=val_cil, til_row=val_til, acc=float(np.mean(val_cil)),
-            til_acc=float(np.mean(val_til)) if val_til is not None else None)
-    summary = summarize_row if cls.upper_bound else summarize
-    metrics = summary(cil_rows[0] if cls.upper_bound else cil_rows)
-    til_metrics = (summary(til_rows[0] if cls.upper_bound else til_rows) if til_rows else None)
-    return RunRecord(
-        **record_identity(cfg),
-        schema_version=SCHEMA_VERSION,
-        paper=cls.paper,
-        scenario=built.scenario,
-        class_order=built.class_order,
-        classes_per_experience=built.classes_per_experience,
-        upper_bound=bool(cls.upper_bound),
-        acc_matrix=cil_rows,
-        til_acc_matrix=til_rows or None,
-        metrics=Metrics(**metrics),
-        til_metrics=Metrics(**til_metrics) if til_metrics else None,
-        validation=validation,
-        diagnostics={**method.diagnostics(), **({"benchmark": built.info} if built.info else {})},
-        trajectory=TrajectoryUse(
-            key=",".join(trajectory.keys()), regime=cls.timing if cls.timing == "post-hoc" else "first-task",
-            tasks=sorted(trajectory.used), trained_here=sorted(trajectory.trained_here),
-        ) if trajectory is not None else None,
-        timings=Timings(train_s=round(strategy.train_seconds, 3), train_steps=strategy.train_steps,
-                        reused_steps=strategy.reused_steps,
-                        eval_s=round(eval_seconds, 3), merge_s=round(method.merge_seconds, 3),
-                        total_s=round(perf_counter() - t_start, 3)),
-        peak_rss_mb=round(provenance.peak_rss_mb(), 1),
-        versions=provenance.library_versions(),
-        git_rev=provenance.git_revision(),
-        host=Host(cpus=provenance.cpus(), threads=cfg.threads, cpu_model=provenance.cpu_model()),
-        started_at=started_at,
-        finished_at=provenance.now(),
-        status="ok",
-    )
+        validation = None
+        if built.validation_tensors is not None:
+            val_cil, val_til = collector.evaluate_tensors(
+                model, built.validation_tensors, cfg.eval_batch_size, context.seen_classes(n_exp - 1))
+            validation = ValidationSplit(
+                **built.validation, row=val_cil, til_row=val_til, acc=float(np.mean(val_cil)),
+                til_acc=float(np.mean(val_til)) if val_til is not None else None)
+        summary = summarize_row if cls.upper_bound else summarize
+        metrics = summary(cil_rows[0] if cls.upper_bound else cil_rows)
+        til_metrics = (summary(til_rows[0] if cls.upper_bound else til_rows) if til_rows else None)
+        return RunRecord(
+            **record_identity(cfg),
+            schema_version=SCHEMA_VERSION,
+            paper=cls.paper,
+            scenario=built.scenario,
+            class_order=built.class_order,
+            classes_per_experience=built.classes_per_experience,
+            upper_bound=bool(cls.upper_bound),
+            acc_matrix=cil_rows,
+            til_acc_matrix=til_rows or None,
+            metrics=Metrics(**metrics),
+            til_metrics=Metrics(**til_metrics) if til_metrics else None,
+            validation=validation,
+            diagnostics={**method.diagnostics(), **({"benchmark": built.info} if built.info else {})},
+            trajectory=TrajectoryUse(
+                key=",".join(trajectory.keys()), regime=cls.timing if cls.timing == "post-hoc" else "first-task",
+                tasks=sorted(trajectory.used), trained_here=sorted(trajectory.trained_here),
+            ) if trajectory is not None else None,
+            timings=Timings(train_s=round(strategy.train_seconds, 3), train_steps=strategy.train_steps,
+                            reused_steps=strategy.reused_steps,
+                            eval_s=round(eval_seconds, 3), merge_s=round(method.merge_seconds, 3),
+                            total_s=round(perf_counter() - t_start, 3)),
+            peak_rss_mb=round(provenance.peak_rss_mb(), 1),
+            versions=provenance.library_versions(),
+            git_rev=provenance.git_revision(),
+            host=Host(cpus=provenance.cpus(), threads=cfg.threads, cpu_model=provenance.cpu_model()),
+            started_at=started_at,
+            finished_at=provenance.now(),
+            status="ok",
+        )
+    finally:
+        if evaluator is not None:
+            from mergecl.bench.training.evaluation import close_loggers
+
+            close_loggers(evaluator)  # the text log's file, the W&B run, ...
 
 
 def frozen_prefix_features(cfg: RunConfig, model, built: BuiltBenchmark) -> BuiltBenchmark:

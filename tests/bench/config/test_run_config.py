@@ -1,16 +1,15 @@
-"""Run configs (mergecl.bench.config.run_config) and grids (grid_config): every bad input is a
-ConfigError naming the bad value and the accepted ones (fuzzed with hypothesis)."""
+"""Run configs (mergecl.bench.config.run_config): every bad input is a ConfigError naming the
+bad value and the accepted ones (fuzzed with hypothesis). Grids: test_grid_config.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from config_values import json_values, names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mergecl.bench.config.grid_config import GRID_KEYS, GridConfig, parse_grid
 from mergecl.bench.config.run_config import (
     RUN_FIELDS,
     ConfigError,
@@ -21,16 +20,7 @@ from mergecl.bench.config.run_config import (
 )
 
 # ---------------------------------------------------------------------------- config fuzzing
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
 run_keys = st.sampled_from(RUN_FIELDS) | st.text(max_size=8)
-names = st.sampled_from(["seqft", "pnm", "split-mnist", "rotated-mnist"]) | st.text(max_size=10)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,37 +40,6 @@ def test_resolve_run_only_returns_or_raises_config_error(
     except ConfigError:
         return
     assert isinstance(cfg, RunConfig)
-
-
-method_entries = names | st.dictionaries(
-    st.sampled_from(["label", "method", "set"]) | st.text(max_size=5), json_values, max_size=3
-)
-near_grids = st.fixed_dictionaries(
-    {
-        "methods": st.lists(method_entries, max_size=3) | json_values,
-        "benchmarks": st.lists(names, max_size=3) | json_values,
-        "seeds": st.lists(st.integers(-2, 5), max_size=3) | json_values,
-    },
-    optional={
-        "preset": json_values,
-        "set": json_values,
-        "title": json_values,
-        "workers": json_values,
-    },
-)
-any_grids = st.dictionaries(
-    st.sampled_from(GRID_KEYS) | st.text(max_size=8), json_values, max_size=5
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=near_grids | any_grids)
-def test_parse_grid_only_returns_or_raises_config_error(data: dict[str, Any]) -> None:
-    try:
-        grid = parse_grid(data)
-    except ConfigError:
-        return
-    assert isinstance(grid, GridConfig) and grid.methods and grid.benchmarks and grid.seeds
 
 
 @settings(max_examples=200, deadline=None)
@@ -137,13 +96,6 @@ def test_unknown_preset_names_the_presets() -> None:
         resolve_run("seqft", "split-mnist", 0, preset="fast")
 
 
-def test_grid_with_unknown_key_names_the_accepted_keys() -> None:
-    with pytest.raises(
-        ConfigError, match="unknown keys \\['method'\\]; accepted: methods, benchmarks"
-    ):
-        parse_grid({"method": ["seqft"], "benchmarks": ["split-mnist"], "seeds": [0]})
-
-
 def test_malformed_yaml_is_a_config_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("methods: [seqft, pnm\nseeds: {0: 1\n")
@@ -165,26 +117,6 @@ def test_malformed_yaml_is_a_config_error(tmp_path: Path) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-
-
-def test_a_row_can_run_on_some_of_the_grid_benchmarks_only() -> None:
-    from mergecl.bench.config.grid_config import expand_grid
-
-    grid = parse_grid({"methods": ["seqft", {"label": "seqft-lora", "method": "seqft",
-                                             "set": {"parameterisation": "lora"},
-                                             "benchmarks": ["mnist-fmnist"]}],
-                       "benchmarks": ["mnist-fmnist", "rotated-mnist"], "seeds": [0], "preset": "quick"})
-    runs = [(cfg.label, cfg.benchmark, cfg.parameterisation) for cfg in expand_grid(grid)]
-    assert runs == [("seqft", "mnist-fmnist", "full"), ("seqft-lora", "mnist-fmnist", "lora"),
-                    ("seqft", "rotated-mnist", "full")]
-    with pytest.raises(ConfigError, match=r"benchmarks \['split-mnist'\] are not in the grid; accepted: mnist-fmnist"):
-        parse_grid({"methods": [{"method": "seqft", "benchmarks": ["split-mnist"]}],
-                    "benchmarks": ["mnist-fmnist"], "seeds": [0]})
-    with pytest.raises(ConfigError, match="non-empty list of benchmark names"):
-        parse_grid({"methods": [{"method": "seqft", "benchmarks": "mnist-fmnist"}],
-                    "benchmarks": ["mnist-fmnist"], "seeds": [0]})
 
 
 def test_trajectories_off_survives_yaml_parsing() -> None:

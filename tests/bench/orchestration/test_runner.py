@@ -1,5 +1,5 @@
 """The runner (mergecl.bench.orchestration.runner) under stress: kill-and-resume, concurrent
-writers, non-finite losses, determinism, per-run peak memory."""
+writers, non-finite losses, determinism. Per-run peak memory: test_provenance.py."""
 
 from __future__ import annotations
 
@@ -221,19 +221,3 @@ def test_pool_workers_die_with_a_killed_driver(tmp_path: Path) -> None:
     for p in alive:
         p.kill()
     assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
-def test_peak_rss_is_per_run_not_the_worker_high_water_mark() -> None:
-    """A pool worker runs many runs: each record's peak RSS starts from a fresh window."""
-    import numpy as np
-    from mergecl.bench.orchestration.provenance import peak_rss_mb, reset_peak_rss
-
-    assert reset_peak_rss()
-    before = peak_rss_mb()
-    block = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
-    during = peak_rss_mb()
-    del block
-    assert during - before > 200, (before, during)
-    assert reset_peak_rss()
-    assert peak_rss_mb() < during - 200  # the next run does not inherit the 256 MiB peak
