@@ -23,11 +23,15 @@ from typing import Any
 from mergecl.bench.config.run_config import ConfigError, load_yaml, parse_overrides
 
 DEFAULT_OUT = "results"
+DEFAULT_TUNING_OUT = ".mergecl-cache/tuning"
+"""``mergecl tune``'s store (as ``make tune``): its runs are scaffolding, not results; what ships
+is ``bench/config/tuned/``."""
 
 
-def _common_run_options(parser: argparse.ArgumentParser) -> None:
+def _common_run_options(parser: argparse.ArgumentParser, out: str = DEFAULT_OUT,
+                        out_help: str = "result store directory") -> None:
     parser.add_argument("--preset", default=None, help="quick | default | paper")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="result store directory (default: results)")
+    parser.add_argument("--out", default=out, help=f"{out_help} (default: {out})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set lr=1e-3 --set params.epsilon=0.5")
     parser.add_argument("--data-root", default=None, help="dataset root (else $MERGECL_DATA, then packaged data)")
@@ -86,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tune only on this benchmark (repeatable)")
     tune.add_argument("--all", action="store_true", help="every tunable row and benchmark of the grid, "
                       "then ship the choices as bench/config/tuned/<benchmark>.yaml")
-    _common_run_options(tune)
+    _common_run_options(tune, DEFAULT_TUNING_OUT, "store of the tuning runs and of their records "
+                        "(<out>/tuning/); the choices ship as bench/config/tuned/")
     _executor_options(tune)
 
     table = sub.add_parser("table", help="tables from existing records")

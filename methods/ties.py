@@ -24,8 +24,8 @@ holding one merged task vector.
 
 Defaults and their sources: top_k = 0.2 (top-20 %, both references); λ = 0.55 and the disjoint
 mean (MagMax's baseline code at CLIP ViT-B/16 scale); FusionBench's C-TIES uses λ = 0.5 and
-``merge_function: sum`` (the ``c-ties`` alias). At CPU scale λ = 0.55 costs ≈ 18 points on a
-single task (docs/methods.md): select λ on validation data (``mergecl tune``).
+``merge_function: sum`` (the ``c-ties`` alias). λ = 0.55 was chosen at CLIP scale, not at this
+harness's: select λ on validation data (``mergecl tune``; bench/config/tuned/SUMMARY.md).
 
 Where the references are silent: the head is not trimmed or scaled (``head: trained``,
 :mod:`mergecl.methods.posthoc`; in both references the head is a frozen text head).

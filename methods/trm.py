@@ -38,15 +38,15 @@ Per task t (training starts from θ̂_{t-1}, the only stored model):
   when none qualifies — the merge never raises the current task's loss above that of the
   better of its two anchors (on those samples). On a class-incremental stream the consistency
   acts on the old classes' logits only, a trade of the new task's fit for the old classes'
-  (TRM's purpose), so the final iterate is kept (``always`` applies the rule there too; measured
-  on mnist-fmnist, protocol v1: it reduces TRM to SeqFT, 62.4 vs 64.1, against 76.2 without —
-  results/fidelity.md).
+  (TRM's purpose), so the final iterate is kept (``always`` applies the rule there too; its
+  effect is measured by the ablation row ``trm-protect-always`` of
+  bench/config/grids/fidelity.yaml, on mnist-fmnist: results/fidelity.md).
 * θ̂_t = θ(c); the checkpoints are dropped after the merge (storage: one model).
 
 Changes from mergecl's first reconstruction (and why): the consistency term was a KL over
 all classes on a domain-incremental stream, which pulls the new domain toward the previous
-model's wrong answers (the stored rotated-MNIST records showed task t's loss rising from ≈ 0.1
-to 1.5–2.5 during each merge); the responsiveness term was −log‖∇CE‖, an unbounded reward
+model's wrong answers (rotated-mnist records at 22ef3ba: task t's alignment loss, per_task
+objectives_before → _after, rose from 0.06–0.22 to 0.59–2.48 in every merge, t ≥ 2, seeds 0–2); the responsiveness term was −log‖∇CE‖, an unbounded reward
 for large gradients, i.e. for a high loss. Both are restated above; the acceptance rule makes
 the "no forgetting of task t" requirement hold by construction.
 

@@ -105,7 +105,8 @@ def search_space(entry: MethodEntry, params_class: Any) -> dict[str, list[Any]]:
             raise ConfigError(f"row {entry.label!r}: cannot tune unknown parameter {name!r}; "
                               f"accepted: {', '.join(fields)}")
         if not values:
-            raise ConfigError(f"row {entry.label!r}: the search space of {name!r} is empty")
+            raise ConfigError(f"row {entry.label!r}: the search space of {name!r} is empty; "
+                              f"accepted: {_accepted_space(name, fields[name], declared.get(name))}")
         for value in values:
             try:
                 params_class(**{name: value})
@@ -113,6 +114,47 @@ def search_space(entry: MethodEntry, params_class: Any) -> dict[str, list[Any]]:
                 raise ConfigError(f"row {entry.label!r}: value {value!r} of {name!r} is not accepted: "
                                   f"{err.errors()[0]['msg']}") from None
     return {name: list(values) for name, values in space.items()}
+
+
+def _accepted_space(name: str, field: Any, declared: Sequence[Any] | None) -> str:
+    """What a search space of parameter ``name`` may hold: a non-empty list of values, within
+    the field's range (or among its literal values), e.g. the method's declared space."""
+    import types
+    import typing
+
+    lows, highs = [], []
+    for constraint in field.metadata:  # pydantic's ge/gt/le/lt (annotated_types) constraints
+        for attribute, sign, low in (("ge", "≤", True), ("gt", "<", True),
+                                     ("le", "≤", False), ("lt", "<", False)):
+            bound = getattr(constraint, attribute, None)
+            if bound is not None:
+                (lows if low else highs).append(f"{bound} {sign}" if low else f"{sign} {bound}")
+    annotation = field.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else (annotation,)
+    text = f"a non-empty list of values for {name!r}"
+    choices = _literal_values(annotation) or ((True, False) if bool in options else ())
+    if choices:
+        text += " among " + ", ".join(repr(c) for c in choices)
+    elif lows or highs:
+        text += " within " + " ".join([*lows, name, *highs])
+    if type(None) in options:
+        text += " (or null)"
+    if declared:
+        text += f", e.g. the declared space {list(declared)}"
+    return text + f" (or leave {name!r} out of `tune:`)"
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal[...]`` annotation (also inside ``X | None``), else ()."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Literal:
+            return typing.get_args(arg)
+    return ()
 
 
 def candidates(space: Mapping[str, Sequence[Any]], defaults: Mapping[str, Any], budget: int,

@@ -44,6 +44,7 @@ FIXES = {
     "random-mix": "head rows taken as trained",
     "avg-task-arith": "head rows taken as trained (now the task-arithmetic method)",
     "trm": "consistency only where it cannot conflict, hinge floors, no-forgetting acceptance",
+    "trm-protect-always": "ablation: the no-forgetting acceptance on class-incremental streams too",
     "seqft": "unchanged (a reproducibility check)",
 }
 

@@ -15,14 +15,20 @@ Rows: the default rows in ``row_order`` (rows with records but not listed follow
 alphabetically), each tuned row (``record.variant == "tuned"``, ``"<base label> (tuned)"``,
 with its tuned values) right under its default row, upper-bound rows last (marked, never
 ranked or bold). Every number is computed from the records.
+
+A tuned value chosen at the edge of its search space (the shipped tuned file's ``edge``,
+:mod:`mergecl.bench.config.tuned`, for the tuning record the row's records name) is marked
+:data:`EDGE_MARK`, with a footnote under the table; when there are tuned rows the header links
+``bench/config/tuned/SUMMARY.md`` (every configuration tuning evaluated, with its score).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -55,6 +61,9 @@ PLOT_KINDS: tuple[tuple[str, str], ...] = (
     ("accuracy_curves", "accuracy curves"), ("accuracy_heatmaps", "accuracy matrices"),
     ("coefficient_traces", "merge coefficients"))
 PAPERS: tuple[str, ...] = ("pnm", "magmax")
+EDGE_MARK = "†"
+"""Marks a tuned value chosen at the edge of its search space (the best may lie beyond it)."""
+TUNED_SUMMARY_PATH = "bench/config/tuned/SUMMARY.md"
 REFERENCE = "reference"
 BEST = "best"
 UNRANKED = "unranked"
@@ -162,16 +171,47 @@ def _value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def tuned_values_text(records: Iterable[RunRecord]) -> str:
+def tuned_values_text(records: Iterable[RunRecord], edge: Collection[str] = ()) -> str:
     """``"lam=0.3, variant=sequential"`` from the records' ``tuned_values`` (a key whose value
-    differs between the records lists its values: ``"lam=0.3/0.5"``)."""
+    differs between the records lists its values: ``"lam=0.3/0.5"``); a key in ``edge`` (chosen
+    at the edge of its search space) is marked :data:`EDGE_MARK`: ``"lam=1.5†"``."""
     values: dict[str, list[str]] = defaultdict(list)
     for record in sorted(records, key=lambda r: r.seed):
         for key, value in sorted((record.tuned_values or {}).items()):
             text = _value_text(value)
             if text not in values[key]:
                 values[key].append(text)
-    return ", ".join(f"{key}={'/'.join(texts)}" for key, texts in values.items())
+    return ", ".join(f"{key}={'/'.join(texts)}{EDGE_MARK if key in edge else ''}"
+                     for key, texts in values.items())
+
+
+def tuned_edges(records: Iterable[RunRecord]) -> dict[tuple[str, str], frozenset[str]]:
+    """{(benchmark, row name): the tuned parameters chosen at the edge of their search space},
+    from the shipped tuned files (``bench/config/tuned/<benchmark>.yaml``). Only a tuned record
+    whose ``tuning_hash`` is the shipped choice's is marked: values from another tuning are not
+    described by the shipped file."""
+    from mergecl.bench.config import tuned
+
+    shipped: dict[str, Any] = {}
+    edges: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for record in records:
+        if record.variant != "tuned" or not record.tuning_hash:
+            continue
+        if record.benchmark not in shipped:
+            shipped[record.benchmark] = tuned.load_tuned(record.benchmark)
+        file = shipped[record.benchmark]
+        choice = file.choices.get(record.base_label or "") if file is not None else None
+        if choice is not None and choice.tuning_hash == record.tuning_hash:
+            edges[(record.benchmark, row_name(record))].update(choice.edge)
+    return {key: frozenset(names) for key, names in edges.items() if names}
+
+
+def edge_footnote() -> str:
+    """The footnote under a table with a value marked :data:`EDGE_MARK` (a ``- **`` line, so
+    that the README's copy of the summary table carries it too)."""
+    return (f"- **{EDGE_MARK}** at the edge of its search space: the best value may lie beyond "
+            f"the values tried (every configuration tried and its validation score: "
+            f"`{TUNED_SUMMARY_PATH}`).")
 
 
 # ------------------------------------------------------------------------------ the page
@@ -188,8 +228,12 @@ def _fmt_mean_rank(mean: float, k: int, total: int) -> str:
 class _Page:
     def __init__(self, records: list[RunRecord], *, benchmarks: Sequence[BenchmarkSummary],
                  row_order: Sequence[str], families: Mapping[str, str], seeds: Sequence[int],
-                 plots: Sequence[Path], expected: Sequence[tuple[str, str, int]] | None = None) -> None:
+                 plots: Sequence[Path], expected: Sequence[tuple[str, str, int]] | None = None,
+                 edges: Mapping[tuple[str, str], Collection[str]] | None = None) -> None:
         self.records = records
+        self.edges = dict(edges or {})
+        self.marked: set[str] = set()  # the tables (by title) where a value is marked at an edge
+        self.summary_link = TUNED_SUMMARY_PATH  # from the page to it: set by write_leaderboard
         self.expected = list(expected) if expected is not None else None
         self.benchmarks = list(benchmarks)
         self.row_order = list(row_order)
@@ -226,6 +270,14 @@ class _Page:
 
     def runs(self, row: _Row, benchmark: str) -> list[RunRecord]:
         return self.cells.get((row.name, benchmark), [])
+
+    def values_text(self, row: _Row, benchmark: str, table: str) -> str:
+        """A tuned row's values on ``benchmark``, edge values marked (noted for ``table``)."""
+        edge = self.edges.get((benchmark, row.name), frozenset())
+        text = tuned_values_text(self.runs(row, benchmark), edge)
+        if EDGE_MARK in text:
+            self.marked.add(table)
+        return text
 
     # ---------------------------------------------------------------- header
 
@@ -303,6 +355,13 @@ class _Page:
             "not exist for the row. Best continual value per column in bold; upper-bound rows are "
             "shown, never ranked or bold.",
         ]
+        if any(row.tuned and any(self.runs(row, b.name) for b in self.benchmarks)
+               for row in self.rows):
+            lines.append(
+                "- Tuned rows (`<label> (tuned): values`): hyper-parameters selected on the "
+                "validation split by `mergecl tune`; every configuration evaluated and its "
+                f"validation score: [{TUNED_SUMMARY_PATH}]({self.summary_link}). {EDGE_MARK}: "
+                "chosen at the edge of its search space.")
         lines += [f"- Note: {note}" for note in notes]
         return lines
 
@@ -352,7 +411,7 @@ class _Page:
         bold: set[tuple[int, int]] = set()
         best = {b.name: self._best(b.name, b.headline) for b in columns}
         for i, row in enumerate(self.rows):
-            values = {tuned_values_text(self.runs(row, b.name)) for b in columns
+            values = {self.values_text(row, b.name, "summary") for b in columns
                       if self.runs(row, b.name)} if row.tuned else set()
             cells = [row.display(values.pop() if len(values) == 1 else "")]
             for j, b in enumerate(columns, start=1):
@@ -422,7 +481,7 @@ class _Page:
         headers = ["method"] + [title for title, _ in columns]
         body, bold = [], set()
         for i, row in enumerate(rows):
-            values = tuned_values_text(self.runs(row, b.name)) if row.tuned else ""
+            values = self.values_text(row, b.name, b.name) if row.tuned else ""
             body.append([row.display(values)] + [texts[i] for _, texts in columns])
             for j, winners in bold_columns.items():
                 if row.name in winners:
@@ -495,6 +554,16 @@ def _paper_pages(records: list[RunRecord], out_dir: Path, command: str) -> list[
     return paths
 
 
+def _summary_link(out_dir: Path) -> str:
+    """The link from the page in ``out_dir`` to the shipped tuning summary."""
+    from mergecl.bench.config.tuned import TUNED_DIR, TUNED_SUMMARY
+
+    try:
+        return Path(os.path.relpath(TUNED_DIR / TUNED_SUMMARY, out_dir.resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return (TUNED_DIR / TUNED_SUMMARY).as_posix()
+
+
 def write_leaderboard(
     records: Sequence[RunRecord],
     out_dir: Path,
@@ -509,6 +578,7 @@ def write_leaderboard(
     seeds: Sequence[int],
     notes: Sequence[str] = (),
     expected: Sequence[tuple[str, str, int]] | None = None,
+    edges: Mapping[tuple[str, str], Collection[str]] | None = None,
 ) -> list[Path]:
     """Write the leaderboard page of ``records`` into ``out_dir`` (see the module docstring).
 
@@ -517,7 +587,9 @@ def write_leaderboard(
     ``upper-bound`` (joint); ``wall_s`` is this invocation's wall time (None: tables written
     from existing records) and ``cpu_model`` the machine's CPU; ``seeds`` the grid's seeds;
     ``notes`` are printed in the header; ``expected`` lists the grid's (benchmark, label, seed)
-    runs when rows do not all run on every benchmark (default: every row × benchmark × seed).
+    runs when rows do not all run on every benchmark (default: every row × benchmark × seed);
+    ``edges`` maps (benchmark, tuned row name) to its parameters chosen at the edge of their
+    search space (default: :func:`tuned_edges`, from the shipped tuned files).
     Only records of these benchmarks and seeds are shown.
 
     Returns the written paths: ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.tex``,
@@ -530,7 +602,9 @@ def write_leaderboard(
     shown = [r for r in every if r.benchmark in names and r.seed in set(seeds)]
     plot_paths = plots.plot_all(shown, out_dir / "plots")
     page = _Page(shown, benchmarks=benchmarks, row_order=row_order, families=families,
-                 seeds=seeds, plots=plot_paths, expected=expected)
+                 seeds=seeds, plots=plot_paths, expected=expected,
+                 edges=tuned_edges(shown) if edges is None else edges)
+    page.summary_link = _summary_link(out_dir)
 
     lines = page.header(title=title, command=command, wall_s=wall_s, cpu_model=cpu_model,
                         notes=notes, dropped=len(every) - len(shown))
@@ -540,6 +614,8 @@ def write_leaderboard(
               "results (rank among the continual rows present on a benchmark, by the displayed "
               "mean; ties share the average rank; upper-bound rows unranked).", "",
               render_rows(*summary[:2], "markdown", summary[2])]
+    if "summary" in page.marked:
+        lines += ["", edge_footnote()]
 
     assessments = [report.assess(shown, b.name, b.headline, families, lower=page.lower,
                                  upper=page.upper, row_order=row_order, tier=tier)
@@ -562,6 +638,8 @@ def write_leaderboard(
             continue
         table = page.benchmark_table(b)
         lines.append(render_rows(*table[:2], "markdown", table[2]))
+        if b.name in page.marked:
+            lines += ["", edge_footnote()]
         tex.append(_tex(f"{b.name}: {page.describe(b)}", table))
     lines += ["", *page.failures()]
 

@@ -8,7 +8,7 @@ test sample of the committed value.
 
 Regenerate — only for a deliberate change of behaviour, named in the commit — with::
 
-    .venv/bin/python tests/methods/golden.py
+    .venv/bin/python tests/helpers/golden.py
 """
 
 from __future__ import annotations

@@ -16,11 +16,16 @@ def test_every_builtin_method_is_covered():
 
     assert sorted(METHODS) == sorted(BUILTINS)
 
-# every merge reports its coefficient under one shared key
+# every merge reports its coefficient under one shared key (methods.base.MERGE_COEFFICIENT)
 MERGING = {"pnm", "magmax", "avg", "coma", "dare", "ties", "random-mix", "task-arithmetic", "became",
            "opcm", "dop"}
-# merges whose coefficient is a convex weight (the others scale a task vector: λ ≥ 0)
-CONVEX = {"pnm", "avg", "coma", "dare", "became", "task-arithmetic"}
+# merges whose coefficient is a convex weight: P&M's α, the averages' weight of the newest
+# model, BECAME's λ, DOP's mean weight of the new model (MGDA, clamped to [0.001, 0.999])
+CONVEX = {"pnm", "avg", "coma", "dare", "became", "dop"}
+# θ₀-anchored merges θ̂_t = θ₀ + λ_t·τ̂_t: each records the λ_t it applied, which is the
+# configured ``lam`` at every task (TIES records ``lam`` in both of its modes), or 1/t for
+# task-arithmetic's default ``lam: null`` (the mean task vector)
+LAMBDA_SCALED = {"magmax", "ties", "random-mix", "task-arithmetic"}
 
 
 @pytest.mark.e2e
@@ -49,9 +54,22 @@ def test_method_runs_offline(method, parameterisation, no_network):
         assert record.metrics.model_dump() == summarize(matrix)
         assert record.til_metrics.model_dump() == summarize(til)
     if method in MERGING:
-        values = [task["merge_coefficient"] for task in record.diagnostics["per_task"]]
-        high = 1.0 if method in CONVEX else 10.0
-        assert all(0.0 <= v <= high for v in values), values
+        per_task = record.diagnostics["per_task"]
+        values = [task["merge_coefficient"] for task in per_task]
+        assert len(values) == 5, values
+        if method in LAMBDA_SCALED:
+            lam = record.config["params"]["lam"]
+            expected = [lam if lam is not None else 1.0 / t for t in range(1, 6)]
+            assert values == pytest.approx(expected, rel=1e-12), (values, lam)
+        elif method == "opcm":
+            # the weight of the newest task's projected vector: 1/λ_t, with λ_0 = 1 (methods/opcm.py)
+            lambdas = [task["opcm_lambda"] for task in per_task]
+            assert lambdas[0] == 1.0
+            assert values == pytest.approx([1.0 / v for v in lambdas], rel=1e-12), (values, lambdas)
+            assert all(0.0 < v <= 1.0 for v in values), values
+        else:
+            assert method in CONVEX
+            assert all(0.0 <= v <= 1.0 for v in values), values
     assert record.timings.train_steps + record.timings.reused_steps > 0  # trained, or from the store
     assert not no_network
     if method in golden.METHODS:

@@ -44,8 +44,14 @@ def test_candidates_put_the_defaults_first_and_respect_the_budget():
 
 def test_bad_tuning_input_is_refused_naming_the_accepted_values():
     entry = MethodEntry("magmax", "magmax", {}, tune={"lam": []})
-    with pytest.raises(ConfigError, match="search space of 'lam' is empty"):
+    with pytest.raises(ConfigError, match="search space of 'lam' is empty") as empty:
         search_space(entry, MagMaxParams)
+    # the message names what is accepted: the declared space and the parameter's range
+    assert ("accepted: a non-empty list of values for 'lam' within 0.0 ≤ lam ≤ 10.0, e.g. the "
+            "declared space [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.2, 1.5]") in str(empty.value)
+    with pytest.raises(ConfigError, match="search space of 'variant' is empty") as empty:
+        search_space(MethodEntry("magmax", "magmax", {}, tune={"variant": []}), MagMaxParams)
+    assert "accepted: a non-empty list of values for 'variant' among 'sequential', 'ind'" in str(empty.value)
     with pytest.raises(ConfigError, match="unknown parameter 'lambda'; accepted: head, lam, variant"):
         search_space(MethodEntry("magmax", "magmax", {}, tune={"lambda": [1.0]}), MagMaxParams)
     with pytest.raises(ConfigError, match="value 1.5 of 'weight' is not accepted"):
@@ -56,6 +62,14 @@ def test_bad_tuning_input_is_refused_naming_the_accepted_values():
         candidates({"a": [1]}, {"a": 1}, 0, "grid", "k")
     with pytest.raises(ConfigError, match="random or grid"):
         candidates({"a": [1]}, {"a": 1}, 1, "bayes", "k")
+
+
+def test_tune_stores_its_runs_apart_from_the_results_by_default():
+    from mergecl.bench.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["tune"]).out == ".mergecl-cache/tuning"  # as `make tune`
+    assert parser.parse_args(["leaderboard"]).out == "results"
 
 
 def _tune(tmp_path: Path, name: str) -> Path:
@@ -89,6 +103,16 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch):
         assert a.choice == b.choice and a.score == b.score
         assert [c.scores for c in a.candidates] == [c.scores for c in b.candidates]
         assert a.evaluated == 3 if label == "magmax" else 2  # a space smaller than the budget
+        # every seed record of every configuration: the same validation rows (CIL and TIL per
+        # task), sizes and held-out indices, not only the same mean
+        for candidate in a.candidates:
+            seeds = sorted((clean / "split-fmnist" / candidate.label).glob("seed*.json"))
+            assert [p.name for p in seeds] == ["seed0.json"], seeds  # the tuning seeds
+            for path in seeds:
+                kept = json.loads(path.read_text())["validation"]
+                seen = json.loads((dirty / "split-fmnist" / candidate.label / path.name).read_text())
+                assert kept is not None and kept["row"] and kept["til_row"], kept
+                assert kept == seen["validation"], (candidate.label, path.name)
     record = json.loads((clean / "split-fmnist" / "magmax.t0" / "seed0.json").read_text())
     poisoned_record = json.loads((dirty / "split-fmnist" / "magmax.t0" / "seed0.json").read_text())
     assert record["acc_matrix"] != poisoned_record["acc_matrix"]  # the test data did change

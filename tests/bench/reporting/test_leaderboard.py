@@ -21,6 +21,7 @@ import pytest
 from fake_records import make_record
 from mergecl.bench.reporting.leaderboard import (
     BenchmarkSummary,
+    tuned_edges,
     tuned_values_text,
     write_leaderboard,
 )
@@ -346,6 +347,62 @@ def test_tuned_values_text() -> None:
             for s, lam in enumerate([0.3, 0.3, 0.5])]
     assert tuned_values_text(recs) == "lam=0.3/0.5, variant=sequential"
     assert tuned_values_text([make_record("m", 0, 0.5)]) == ""
+    # a value chosen at the edge of its search space is marked
+    assert tuned_values_text(recs, {"variant"}) == "lam=0.3/0.5, variant=sequential†"
+
+
+# ------------------------------------------------------------------------------ tuned: edges
+
+EDGE_NOTE = "- **†** at the edge of its search space"
+
+
+def test_tuned_values_at_the_edge_are_marked_with_a_footnote(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    write(out, edges={("bench-a", "magmax (tuned)"): {"lam"}})
+    page = (out / "leaderboard.md").read_text()
+    for title in ("Summary", "bench-a"):
+        block = section(page, title)
+        names = list(table(block)[1])
+        assert "magmax (tuned): lam=0.3†" in names and "magmax (tuned): lam=0.3" not in names
+        assert EDGE_NOTE in block and "`bench/config/tuned/SUMMARY.md`" in block
+    assert EDGE_NOTE not in section(page, "bench-b")  # no tuned row there
+    # the header links the tuning summary (every configuration tried and its score)
+    header = page.split("\n## ")[0]
+    assert "[bench/config/tuned/SUMMARY.md](" in header
+    link = re.search(r"\[bench/config/tuned/SUMMARY\.md\]\(([^)]+)\)", header).group(1)
+    from mergecl.bench.config.tuned import TUNED_DIR
+
+    assert (out / link).resolve() == (TUNED_DIR / "SUMMARY.md").resolve()
+
+
+def test_no_edge_no_mark_and_no_footnote(page: str) -> None:
+    assert "†" not in page.split("\n## ", 1)[1]
+    assert EDGE_NOTE not in page
+    assert "[bench/config/tuned/SUMMARY.md](" in page.split("\n## ")[0]  # tuned rows: linked
+
+
+def test_no_tuned_rows_no_tuning_link(tmp_path: Path) -> None:
+    write(tmp_path, recs=[r for r in records() if r.variant != "tuned"])
+    assert "SUMMARY.md" not in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_tuned_edges_come_from_the_shipped_file_of_the_same_tuning(monkeypatch) -> None:
+    from mergecl.bench.config import tuned
+
+    choice = tuned.TunedChoice(params={"lam": 1.5}, tuning_hash="h-shipped", score=0.8,
+                               metric="acc", edge=["lam"], protocol="p")
+    shipped = {"bench-a": tuned.TunedFile(benchmark="bench-a", generated_by="mergecl tune --all",
+                                          choices={"magmax": choice})}
+    monkeypatch.setattr(tuned, "load_tuned", shipped.get)
+    same = [make_record("magmax", s, 0.6, benchmark="bench-a", tuned_values={"lam": 1.5},
+                        tuning_hash="h-shipped") for s in range(2)]
+    other = make_record("magmax", 0, 0.6, benchmark="bench-b", tuned_values={"lam": 1.5},
+                        tuning_hash="h-shipped")  # no tuned file for bench-b
+    stale = make_record("magmax", 0, 0.6, benchmark="bench-a", tuned_values={"lam": 1.5},
+                        tuning_hash="h-older")  # values of another tuning: not described
+    assert tuned_edges(same + [other, make_record("magmax", 0, 0.5, benchmark="bench-a")]) == {
+        ("bench-a", "magmax (tuned)"): frozenset({"lam"})}
+    assert tuned_edges([stale]) == {}
 
 
 def test_a_headline_without_values_leaves_no_empty_summary_column(tmp_path: Path) -> None:
