@@ -63,7 +63,7 @@ def leading_subspace(task_vector: Tensor, epsilon: float) -> tuple[Tensor, Tenso
     """(U_r, S_r, V_r): the singular triplets kept before cumsum(S)/ΣS first reaches ε.
 
     A zero task vector (a weight this task did not change) has an empty subspace (rank 0)."""
-    u, s, vh = torch.linalg.svd(task_vector, full_matrices=True)
+    u, s, vh = torch.linalg.svd(task_vector, full_matrices=False)  # rank ≤ min(m, n): the reduced SVD holds every kept triplet
     v = vh.T
     if not bool(s.sum() > 0):
         return u[:, :0], s[:0], v[:, :0]

@@ -19,6 +19,10 @@
    the peak with the one incoming τ resident) for T = 2 and T = 10.
 2. P&M: ``PnMStatistics.alpha`` vs ``pnm_alpha`` (stored lists) for T = 2, 5, 10, 20 on states
    with EfficientNet-Lite0's parameter shapes (10 classes, ~3.4 M floats).
+3. DOP: one layer's merge (:func:`~mergecl.methods.dop.dop_merge_matrix`, closed-form
+   gradients) vs the reference's autograd loop (tests/helpers/dop_reference.py) on two of
+   EfficientNet-Lite0's trainable matrices at ``frozen_blocks: 5`` (the 1×1 convolutions
+   320 × 1152 of block 6 and 1280 × 320 of the head), 20 Adam steps each.
 
 Run as a script (``python tests/benchmarks/test_perf_merging.py --probe fold 10``) it is the
 memory probe the test starts in a subprocess.
@@ -52,6 +56,10 @@ FOLD_VS_LIST_TARGET = 0.5
 FOLD_VS_FLOOR_TARGET = 1.6
 FOLD_EXTRA_MEMORY_TARGET = 2.0  # model copies, whatever T
 PNM_ALPHA_FLAT_TARGET = 1.5     # alpha time at T=20 over T=2 (constant form)
+DOP_CLOSED_FORM_TARGET = 0.5    # closed-form gradients / autograd loop, per layer merge
+DOP_SHAPES = ((320, 1152), (1280, 320))
+DOP_STEPS = 20
+DOP_ROUNDS = 5
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -415,6 +423,37 @@ def test_pnm_statistics_constant_vs_stored_lists(benchmark, perf, pnm_inputs):
                 nbytes[T_max] / nbytes[min(PNM_TASKS)], target=1.0, baseline="same, T=2",
                 note=f"{nbytes[T_max] / 2**20:.1f} MB; stored lists at T={T_max}: "
                      f"{list_bytes[T_max] / 2**20:.0f} MB")
+
+
+
+@pytest.mark.benchmark(group="dop")
+def test_dop_closed_form_vs_autograd_loop(benchmark, perf):
+    from dop_reference import autograd_dop_merge_matrix
+    from mergecl.methods.dop import dop_merge_matrix
+
+    generator = torch.Generator().manual_seed(0)
+    layers = []
+    for shape in DOP_SHAPES:
+        base = 0.05 * torch.randn(*shape, generator=generator)
+        layers.append((base, tuple(base + 1e-3 * torch.randn(*shape, generator=generator)
+                                   for _ in range(2))))
+    options = dict(lr=1e-4, num_steps=DOP_STEPS, mgda=True, ema=True, ema_beta=0.999, alpha=0.8,
+                   epsilon=0.99999, space="uv")
+    variants = {
+        "closed": lambda: [dop_merge_matrix(b, x, **options)[0] for b, x in layers],
+        "autograd": lambda: [autograd_dop_merge_matrix(b, x, **options)[0] for b, x in layers],
+    }
+    results: dict[str, list[torch.Tensor]] = {}
+    times = perf.interleaved_rounds(benchmark, variants, perf.rounds(DOP_ROUNDS),
+                                    on_result=lambda name, r, value: results.__setitem__(name, value))
+    for fast, slow in zip(results["closed"], results["autograd"]):  # the same update
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    summary = perf.ratio_summary(times["closed"], times["autograd"])
+    perf.record("2.dop.closed_form", "DOP layer merge: closed-form gradients / autograd loop",
+                summary["ratio"], target=DOP_CLOSED_FORM_TARGET, summary=summary,
+                baseline="the reference's loop (three backward passes a step)",
+                note=f"{DOP_STEPS} Adam steps on {' and '.join(f'{m}x{n}' for m, n in DOP_SHAPES)}, "
+                     "SVDs included")
 
 
 if __name__ == "__main__":

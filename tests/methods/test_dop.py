@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dop_reference import autograd_dop_merge_matrix
 from fusionbench_oracle import linear_models, run, state
 from lifecycle import make_space, simulate
 from mergecl.methods import merging
@@ -60,35 +61,6 @@ def test_closed_form_gradient_equals_autograd(space):
     torch.testing.assert_close(gradient, leaf.grad)
 
 
-def _autograd_dop_merge_matrix(pretrained, inputs, *, lr, num_steps, mgda, ema, ema_beta, alpha,
-                               epsilon, space):
-    """The slow obvious form (the reference's loop): autograd through both losses for MGDA,
-    then through their weighted sum, one Adam step."""
-    subspaces = [leading_subspace(w - pretrained, epsilon) for w in inputs]
-    merged = torch.nn.Parameter((inputs[0] + inputs[1]) / 2)
-    optimiser = torch.optim.Adam([merged], lr=lr)
-    weights = [alpha, 1.0 - alpha]
-    for _ in range(num_steps):
-        if mgda:
-            grads, losses = [], []
-            for target, (u, s, v) in zip(inputs, subspaces):
-                loss = projection_loss(merged - target, u, s, v, space)
-                losses.append(float(loss.data))
-                optimiser.zero_grad()
-                loss.backward()
-                grads.append(merged.grad.data.clone())
-            grads = [g / loss if loss > 0 else g for g, loss in zip(grads, losses)]
-            solution = min_norm_weights(grads[0], grads[1])
-            weights = ([ema_beta * w + (1 - ema_beta) * x for w, x in zip(weights, solution)]
-                       if ema else list(solution))
-        total = sum(w * projection_loss(merged - target, u, s, v, space)
-                    for w, target, (u, s, v) in zip(weights, inputs, subspaces))
-        optimiser.zero_grad()
-        total.backward()
-        optimiser.step()
-    return merged.detach(), weights
-
-
 @pytest.mark.parametrize(("mgda", "ema", "space"), [(True, True, "uv"), (True, False, "u"),
                                                     (False, True, "v"), (True, True, "v")])
 def test_merge_equals_the_autograd_loop(mgda, ema, space):
@@ -99,7 +71,7 @@ def test_merge_equals_the_autograd_loop(mgda, ema, space):
     options = dict(lr=1e-2, num_steps=30, mgda=mgda, ema=ema, ema_beta=0.9, alpha=0.7,
                    epsilon=0.95, space=space)
     fast, fast_weights = dop_merge_matrix(base, inputs, **options)
-    slow, slow_weights = _autograd_dop_merge_matrix(base, inputs, **options)
+    slow, slow_weights = autograd_dop_merge_matrix(base, inputs, **options)
     assert not torch.equal(fast, (inputs[0] + inputs[1]) / 2)  # the steps moved it
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     assert fast_weights == pytest.approx(slow_weights, rel=1e-9)
