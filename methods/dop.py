@@ -128,11 +128,22 @@ def dop_merge_matrix(pretrained: Tensor, inputs: tuple[Tensor, Tensor], *, lr: f
     each loss for MGDA, then the weighted sum); the losses are quadratic forms, so each step
     here takes their gradients in closed form (:func:`projection_loss_and_gradient`) and hands
     Adam the weighted sum c₀·∇L₀ + c₁·∇L₁ — the same update, without autograd."""
+    weights = [alpha, 1.0 - alpha]
+    if torch.equal(inputs[0], inputs[1]):
+        # the two models agree (a weight no task changed, e.g. in a frozen block): the start
+        # (W + W)/2 = W is each loss's minimum, every gradient is exactly 0 and Adam leaves W
+        # unchanged; only the MGDA weights move, towards min_norm_weights(0, 0) = (0.999, 0.001)
+        if mgda:
+            zero = inputs[0].new_zeros(())
+            solution = list(min_norm_weights(zero, zero))
+            for _ in range(num_steps):
+                weights = ([ema_beta * w + (1 - ema_beta) * x for w, x in zip(weights, solution)]
+                           if ema else solution)
+        return inputs[0].clone(), weights
     subspaces = [leading_subspace(w - pretrained, epsilon) for w in inputs]
     factors = [(u * s, v * s) for u, s, v in subspaces]
     merged = torch.nn.Parameter((inputs[0] + inputs[1]) / 2)
     optimiser = torch.optim.Adam([merged], lr=lr)
-    weights = [alpha, 1.0 - alpha]
     for _ in range(num_steps):
         losses, grads = zip(*(projection_loss_and_gradient(merged.data - target, pair, space)
                               for target, pair in zip(inputs, factors)))

@@ -77,6 +77,21 @@ def test_merge_equals_the_autograd_loop(mgda, ema, space):
     assert fast_weights == pytest.approx(slow_weights, rel=1e-9)
 
 
+@pytest.mark.parametrize(("mgda", "ema"), [(True, True), (True, False), (False, True)])
+def test_a_weight_both_models_share_takes_the_shortcut_exactly(mgda, ema):
+    """Equal inputs (a frozen weight) return at once; the result and the MGDA weights are the
+    slow loop's, bit for bit."""
+    generator = torch.Generator().manual_seed(2)
+    base = torch.randn(4, 6, generator=generator)
+    shared = base + 0.1 * torch.randn(4, 6, generator=generator)
+    options = dict(lr=1e-2, num_steps=25, mgda=mgda, ema=ema, ema_beta=0.9, alpha=0.7,
+                   epsilon=0.99, space="uv")
+    fast, fast_weights = dop_merge_matrix(base, (shared, shared.clone()), **options)
+    slow, slow_weights = autograd_dop_merge_matrix(base, (shared, shared.clone()), **options)
+    assert torch.equal(fast, shared) and torch.equal(slow, shared)
+    assert fast_weights == slow_weights
+
+
 def test_min_norm_weights_by_hand():
     g0, g1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0
