@@ -274,7 +274,7 @@ def cmd_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(f"--method {unknown}: not a tunable row of the grid; accepted: "
                               f"{', '.join(e.label for e in entries)}")
         entries = [e for e in entries if e.label in args.labels]
-    benchmarks = args.tune_benchmarks or grid.benchmarks
+    benchmarks = args.tune_benchmarks or grid.tune.benchmarks or grid.benchmarks
     unknown = sorted(set(benchmarks) - set(grid.benchmarks))
     if unknown:
         raise ConfigError(f"--benchmark {unknown}: not in the grid; accepted: {', '.join(grid.benchmarks)}")

@@ -52,6 +52,11 @@ class TuneSettings(BaseModel):
     budget: int = Field(8, ge=1, le=1000, description="configurations evaluated per (row, benchmark)")
     search: Literal["random", "grid"] = "random"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    benchmarks: list[str] | None = Field(
+        None, description="the benchmarks whose rows are tuned (and get tuned rows); default: all of the grid's")
+
+    def tunes(self, benchmark: str) -> bool:
+        return self.benchmarks is None or benchmark in self.benchmarks
 
     @field_validator("seeds")
     @classmethod
@@ -143,7 +148,12 @@ def parse_grid(data: Mapping[str, Any]) -> GridConfig:
         tune = TuneSettings(**(data.get("tune") or {}))
     except (ValidationError, TypeError) as err:
         raise ConfigError(f"grid 'tune' block: {err}; accepted keys: budget (≥ 1), search "
-                          "(random | grid), seeds (list of non-negative integers)") from None
+                          "(random | grid), seeds (list of non-negative integers), benchmarks "
+                          "(a subset of the grid's)") from None
+    outside = sorted(set(tune.benchmarks or ()) - set(data["benchmarks"]))
+    if outside:
+        raise ConfigError(f"grid 'tune' block: benchmarks {outside} are not in the grid; "
+                          f"accepted: {', '.join(data['benchmarks'])}")
     tuned = data.get("tuned", False)
     if not isinstance(tuned, bool):
         raise ConfigError(f"'tuned' must be true or false (got {tuned!r})")
@@ -174,8 +184,8 @@ def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None
                 preset: str | None = None, tuned: bool | None = None) -> list[RunConfig]:
     """One RunConfig per (method entry, benchmark, seed); precedence: preset < grid ``set`` <
     method entry ``set`` < command line. With ``tuned`` (default: the grid's ``tuned``), every
-    row with shipped tuned values (``bench/config/tuned/<benchmark>.yaml``) gets a tuned row
-    ``<label>-tuned`` right after it."""
+    row with shipped tuned values (``bench/config/tuned/<benchmark>.yaml``) on a benchmark the
+    ``tune:`` block covers gets a tuned row ``<label>-tuned`` right after it."""
     from mergecl.bench.config.tuned import tuned_row
 
     runs: list[RunConfig] = []
@@ -191,7 +201,7 @@ def expand_grid(grid: GridConfig, cli_overrides: Mapping[str, Any] | None = None
                 default = resolve_run(entry.method, benchmark, seed, chosen_preset, overrides,
                                       label=entry.label)
                 runs.append(default)
-                if with_tuned and entry.tune is not False:
+                if with_tuned and entry.tune is not False and grid.tune.tunes(benchmark):
                     row = tuned_row(default, entry)
                     if row is not None:
                         runs.append(row)

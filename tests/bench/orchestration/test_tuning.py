@@ -164,3 +164,30 @@ def test_all_ships_choices_and_tuned_rows_use_them(tmp_path, monkeypatch):
     assert tuned_runs[0].base_label == "magmax" and tuned_runs[0].tuning_hash == choice["tuning_hash"]
     with pytest.raises(ConfigError, match="another protocol"):
         expand_grid(grid, cli_overrides={"lr": 1e-2})
+
+
+def test_tune_benchmarks_limit_tuning_and_the_tuned_rows(monkeypatch):
+    """`tune: {benchmarks: [...]}`: rows are tuned (and get a tuned row) only there; a benchmark
+    outside the grid is refused naming the grid's."""
+    from mergecl.bench.config import tuned
+    from mergecl.bench.config.grid_config import expand_grid
+
+    data = {**GRID, "benchmarks": ["split-fmnist", "split-mnist"], "methods": GRID["methods"][:1],
+            "tuned": True, "tune": {**GRID["tune"], "benchmarks": ["split-mnist"]}}
+    grid = parse_grid(data)
+    assert not grid.tune.tunes("split-fmnist") and grid.tune.tunes("split-mnist")
+    asked = []
+
+    def no_tuned_file(benchmark):
+        asked.append(benchmark)
+        return None
+
+    monkeypatch.setattr(tuned, "load_tuned", no_tuned_file)
+    with pytest.raises(ConfigError, match="no tuned values for 'magmax' on 'split-mnist'"):
+        expand_grid(grid)
+    assert asked == ["split-mnist"]  # split-fmnist's rows never look for tuned values
+    untuned = expand_grid(parse_grid({**data, "tune": GRID["tune"], "tuned": False}))
+    assert [r.benchmark for r in untuned].count("split-fmnist") == 2
+    with pytest.raises(ConfigError, match=r"benchmarks \['rotated-mnist'\] are not in the grid; "
+                                          r"accepted: split-fmnist, split-mnist"):
+        parse_grid({**data, "tune": {"benchmarks": ["rotated-mnist"]}})
