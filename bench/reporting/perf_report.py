@@ -48,6 +48,20 @@ from mergecl.bench.orchestration.records import RunRecord
 from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _shown(path: Path | str) -> str:
+    """A path as the page shows it: relative to the repository when inside it; a store outside
+    it (a cache under the user's home, a scratch disk) by its role, not the machine's path."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(REPO))
+    except ValueError:
+        home = Path.home().resolve()
+        try:
+            return "~/" + str(resolved.relative_to(home))
+        except ValueError:
+            return "(a directory outside the repository and the home folder)"
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
 REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
 STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
@@ -538,7 +552,7 @@ def steps_section(before: tuple[list[RunRecord], str] | str, grid: GridState,
         after_totals = step_totals(grid.done, costs)
         partial = (f"{len(grid.done) - grid.unchecked_tuned} of {grid.expected} runs"
                    + (f" + {grid.unchecked_tuned} tuned" if grid.unchecked_tuned else ""))
-        rows.append(_steps_row(f"after: the grid's current records in `{results}` ({partial})",
+        rows.append(_steps_row(f"after: the grid's current records in `{_shown(results)}` ({partial})",
                                after_totals))
     if rows:
         if before_totals and after_totals:
@@ -725,7 +739,7 @@ def storage_section(trajectories: Path | None) -> list[str]:
     try:
         store = TrajectoryStore(trajectories)
         size = store.size()
-        where = f"`{store.root}`"
+        where = f"`{_shown(store.root)}`"
         if not Path(store.root).is_dir():
             lines.append(f"- trajectory store {where}: absent (empty; `make leaderboard` fills it)")
         else:
@@ -737,7 +751,7 @@ def storage_section(trajectories: Path | None) -> list[str]:
     try:
         features = cache_dir("features")
         total, files = directory_size(features)
-        lines.append(f"- feature cache `{features}` (frozen prefix features): "
+        lines.append(f"- feature cache `{_shown(features)}` (frozen prefix features): "
                      + (f"{total / 2**20:.1f} MiB in {files} files" if features.is_dir() else "absent"))
     except Exception as err:  # noqa: BLE001
         lines.append(f"- feature cache: could not be read ({type(err).__name__}: {err})")

@@ -314,9 +314,13 @@ def test_cache_sizes(tmp_path: Path, monkeypatch) -> None:
         (store_dir / key / "key.json").write_text("{}")
     monkeypatch.setenv("MERGECL_FEATURES", str(tmp_path / "no-features"))
     text = "\n".join(storage_section(store_dir))
-    assert f"- trajectory store `{store_dir}` (`mergecl trajectories`): 3.0 MiB in 5 files -- 2 " \
+    # pages show no machine paths: tmp_path is outside the repository and the home folder
+    outside = "(a directory outside the repository and the home folder)"
+    assert f"- trajectory store `{outside}` (`mergecl trajectories`): 3.0 MiB in 5 files -- 2 " \
            "trajectories, 3 trained states" in text
-    assert f"- feature cache `{tmp_path / 'no-features'}` (frozen prefix features): absent" in text
+    assert f"- feature cache `{outside}` (frozen prefix features): absent" in text
+    assert perf_report._shown(perf_report.REPO / "results") == "results"
+    assert perf_report._shown(Path.home() / ".cache" / "x") == "~/.cache/x"
     monkeypatch.setenv("MERGECL_TRAJECTORIES", str(tmp_path / "empty"))
     assert "absent (empty" in "\n".join(storage_section(None))
 
