@@ -89,8 +89,8 @@ SCOPE: dict[str, tuple[list[str] | None, list[str]]] = {
          "OPCM.merge_diagnostics"],
         ["tests/methods/test_opcm.py"]),
     "methods/dop.py": (
-        ["leading_subspace", "projection_loss", "min_norm_weights", "dop_merge_matrix",
-         "DOP.combine", "DOP.merge_diagnostics"],
+        ["leading_subspace", "projection_loss", "projection_loss_and_gradient", "min_norm_weights",
+         "dop_merge_matrix", "DOP.combine", "DOP.merge_diagnostics"],
         ["tests/methods/test_dop.py"]),
     "methods/became.py": (
         ["became_lambda", "stable_steps", "energy_threshold", "accumulate_fisher",
@@ -177,6 +177,39 @@ def pre_mutation(context) -> None:
     entry = SCOPE.get(os.path.normpath(context.filename))
     if entry is not None:
         context.config.test_command = runner(entry[1])
+
+
+def init() -> None:
+    """mutmut hook, called once before the baseline run: correct mutmut 2.5.1's cache lookup.
+
+    Its ``cache.get_cached_mutation_statuses`` (which decides, at the start of a run, which
+    mutants are tested again) memoises the cached ``Line`` by the line's *text*, so a mutant on
+    a line repeating an earlier line's text (``continue``, ``@property``, ``return out``…) is
+    given the status of the earlier line's mutant: once that one is killed, the later one is
+    never tested again and keeps its old status (a survivor that new tests kill stays
+    'survived'). This replacement looks every mutant up by its own line (text and number), as
+    the per-mutant ``cache.cached_mutation_status`` already does."""
+    from mutmut import OK_KILLED, UNTESTED, cache
+    from pony.orm import db_session
+
+    @cache.init_db
+    @db_session
+    def get_cached_mutation_statuses(filename, mutations, hash_of_tests):
+        sourcefile = cache.SourceFile.get(filename=filename)
+        assert sourcefile
+        result = {}
+        for mutation_id in mutations:
+            line = cache.Line.get(sourcefile=sourcefile, line=mutation_id.line,
+                                  line_number=mutation_id.line_number)
+            assert line
+            mutant = cache.get_or_create(cache.Mutant, line=line, index=mutation_id.index,
+                                         defaults=dict(status=UNTESTED))
+            stale = (mutant.tested_against_hash != hash_of_tests
+                     or cache.NO_TESTS_FOUND in (mutant.tested_against_hash, hash_of_tests))
+            result[mutation_id] = UNTESTED if mutant.status != OK_KILLED and stale else mutant.status
+        return result
+
+    cache.get_cached_mutation_statuses = get_cached_mutation_statuses
 
 
 # ------------------------------------------------------------------------------ pytest plugin

@@ -12,6 +12,7 @@ from mergecl.methods.became import (
     accumulate_fisher,
     became_lambda,
     energy_threshold,
+    project_step_,
     projectable_layers,
     stable_steps,
 )
@@ -325,3 +326,43 @@ def test_became_lambda_hand_computed_and_minimises_objective():
     assert became_lambda({"w": T([0.0, 0.0]), "n": T(1)}, f_new, f_old) == 0.5
     with pytest.raises(ValueError, match="different entries"):
         became_lambda(delta, f_new, {})
+
+
+def test_became_lambda_sums_every_entry_and_names_the_bad_fisher():
+    """Two entries: λ = (1·1 + 2·4) / ((1 + 3)·1 + (2 + 0)·4) = 9 / 12."""
+    delta = {"a": T([1.0]), "b": T([2.0])}
+    f_new = {"a": T([1.0]), "b": T([2.0])}
+    f_old = {"a": T([3.0]), "b": T([0.0])}
+    assert became_lambda(delta, f_new, f_old) == pytest.approx(0.75, abs=1e-12)
+    with pytest.raises(ValueError, match=r"^fisher_new: entry 'zz'"):
+        became_lambda(delta, {"zz": T([1.0])}, f_old)
+    with pytest.raises(ValueError, match=r"^fisher_old: entry 'zz'"):
+        became_lambda(delta, f_new, {"zz": T([1.0])})
+
+
+def test_became_lambda_refuses_a_non_finite_denominator_alone():
+    """An infinite F_old (numerator finite, denominator inf) is an error, not λ = 0."""
+    delta, f_new = {"w": T([1.0])}, {"w": T([1.0])}
+    with pytest.raises(ValueError, match="non-finite sums"):
+        became_lambda(delta, f_new, {"w": T([float("inf")])})
+
+
+def test_projectable_layers_skips_a_lora_wrapper_whose_base_weight_is_not_merged():
+    tiny = Tiny()
+    space = LoraSpace(tiny, ["fc1", "fc2"], rank=2, alpha=2.0)
+    assert "fc2.base_layer.weight" in space.names
+    merged = [n for n in space.names if not n.startswith("fc2.")]
+    assert projectable_layers(tiny, merged, space.head_names) == ["fc1"]
+
+
+def test_projectable_layers_looks_past_a_layer_that_is_not_merged():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))  # "0" frozen, "1" merged
+    assert projectable_layers(model, ["1.weight", "1.bias"], []) == ["1"]
+
+
+def test_project_step_keeps_only_the_step_off_the_basis():
+    """W ← W_before + (W − W_before)(I − U·Uᵀ): with U = e₁ the step's first input column goes."""
+    before = T([[1.0, 1.0], [2.0, -1.0]])
+    weight = before + T([[3.0, 4.0], [-2.0, 5.0]])
+    project_step_(weight, before, T([[1.0], [0.0]]))
+    assert torch.equal(weight, T([[1.0, 5.0], [2.0, 4.0]]))

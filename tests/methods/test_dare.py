@@ -81,3 +81,14 @@ def test_dare_without_a_generator_and_with_a_non_float_entry_first():
     assert set(out["w"].unique().tolist()) == {0.0, 2.0}
     with pytest.raises(ValueError, match=r"^drop_rate must be finite"):
         dare.dare(tv, float("inf"))
+
+
+def test_draws_are_made_on_the_generators_device_not_the_default_device():
+    """The uniforms are drawn on the generator's device (CPU without one), whatever the default
+    device: under a ``meta`` default, a draw left to the default device has no data to copy."""
+    tv = {"w": torch.ones(50)}
+    with torch.device("meta"):
+        seeded = dare.dare(tv, 0.5, torch.Generator().manual_seed(4))
+        unseeded = dare.dare(tv, 0.5)
+    assert_state_equal(seeded, dare.dare(tv, 0.5, torch.Generator().manual_seed(4)))
+    assert unseeded["w"].device.type == "cpu" and set(unseeded["w"].tolist()) <= {0.0, 2.0}

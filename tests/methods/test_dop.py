@@ -33,6 +33,12 @@ def test_leading_subspace_keeps_the_values_before_the_share_is_reached():
     u, s, v = leading_subspace(task, 0.9)
     assert s.tolist() == [3.0] and u.shape == (3, 1) and v.shape == (3, 1)
     assert len(leading_subspace(task, 1.0)[1]) == 1  # searchsorted: the first value reaching 1.0
+    assert len(leading_subspace(task, 1.5)[1]) == 1  # ε above 1 is read as 1 (not "keep all")
+
+
+def test_a_zero_task_vector_has_an_empty_subspace_in_all_three_factors():
+    u, s, v = leading_subspace(torch.zeros(3, 2), 0.99)
+    assert u.shape == (3, 0) and s.shape == (0,) and v.shape == (2, 0)
 
 
 def test_a_weight_a_task_did_not_change_merges_to_finite_values():
@@ -59,6 +65,38 @@ def test_closed_form_gradient_equals_autograd(space):
     loss, gradient = projection_loss_and_gradient(delta, (u * s, v * s), space)
     torch.testing.assert_close(loss, expected.detach())
     torch.testing.assert_close(gradient, leaf.grad)
+
+
+def test_closed_form_default_space_is_uv():
+    generator = torch.Generator().manual_seed(3)
+    delta = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    u, s, v = leading_subspace(torch.randn(4, 3, generator=generator, dtype=torch.float64), 0.9)
+    default = projection_loss_and_gradient(delta, (u * s, v * s))
+    both = projection_loss_and_gradient(delta, (u * s, v * s), "uv")
+    assert float(default[0]) > 0 and torch.equal(default[0], both[0])
+    assert torch.equal(default[1], both[1])
+
+
+def test_merge_defaults_are_the_params_defaults():
+    """dop_merge_matrix's keyword defaults are DOPParams' (FusionBench's dop.yaml)."""
+    p = DOPParams()
+    generator = torch.Generator().manual_seed(4)
+    base = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    inputs = tuple(base + 0.1 * torch.randn(3, 4, generator=generator, dtype=torch.float64)
+                   for _ in range(2))
+    default, default_weights = dop_merge_matrix(base, inputs)
+    explicit, explicit_weights = dop_merge_matrix(
+        base, inputs, lr=p.lr, num_steps=p.num_steps, mgda=p.mgda, ema=p.ema,
+        ema_beta=p.ema_beta, alpha=p.alpha, epsilon=p.svd_epsilon, space=p.svd_proj_space)
+    assert torch.equal(default, explicit) and default_weights == explicit_weights
+    # and ε: the leading singular value's share is 1 − 1e-6, reached by ε = 0.99999 (rank 0,
+    # nothing kept: the average stays) but not by ε = 1 (rank 1: the steps move it)
+    tiny = (torch.diag(torch.tensor([1.0, 1e-6], dtype=torch.float64)),
+            torch.diag(torch.tensor([-1.0, 1e-6], dtype=torch.float64)))
+    zero = torch.zeros(2, 2, dtype=torch.float64)
+    average = (tiny[0] + tiny[1]) / 2
+    assert torch.equal(dop_merge_matrix(zero, tiny, num_steps=3)[0], average)
+    assert not torch.equal(dop_merge_matrix(zero, tiny, num_steps=3, epsilon=1.0)[0], average)
 
 
 @pytest.mark.parametrize(("mgda", "ema", "space"), [(True, True, "uv"), (True, False, "u"),
@@ -96,7 +134,15 @@ def test_min_norm_weights_by_hand():
     g0, g1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0
     assert min_norm_weights(g0, 3 * g0) == (0.999, pytest.approx(0.001))  # g1 dominates g0
-    assert min_norm_weights(3 * g0, g0)[0] == 0.001
+    assert min_norm_weights(3 * g0, g0) == (0.001, pytest.approx(0.999))
+
+
+def test_min_norm_weights_clamp_at_the_ties():
+    """The clamps include equality (the reference's ``>=``): at v12 = v11 the closed form
+    would give c = 1, at v12 = v22 it would give c = 0; the clamps give 0.999 and 0.001."""
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])  # a·b = a·a = 1, b·b = 2
+    assert min_norm_weights(a, b) == (0.999, pytest.approx(0.001))
+    assert min_norm_weights(b, a) == (0.001, pytest.approx(0.999))
 
 
 @pytest.mark.parametrize("mgda", [True, False])
@@ -134,6 +180,9 @@ def test_plugin_averages_biases_and_keeps_the_head_as_trained():
                                (taus[0]["body.bias"] + taus[1]["body.bias"]) / 2)
     torch.testing.assert_close(runs[1]["merged"]["fc.weight"][:2], runs[0]["trained"]["fc.weight"][:2])
     assert 0.0 <= runs[1]["diagnostics"]["merge_coefficient"] <= 1.0
+    # the first task has nothing to merge with: θ̂_0 = θ₀ + τ_0 = θ*_0 (scale 1)
+    for name, value in runs[0]["merged"].items():
+        torch.testing.assert_close(value, runs[0]["trained"][name], msg=name)
 
 
 def test_bad_step_count_is_refused_naming_the_range():
@@ -143,3 +192,50 @@ def test_bad_step_count_is_refused_naming_the_range():
         DOPParams(num_steps=0)
     with pytest.raises(ValidationError, match="alpha"):
         DOPParams(alpha=1.5)
+
+
+@pytest.mark.parametrize(("conv", "matrices"), [
+    ("matrix", ["fc.weight", "conv.weight", "conv1d.weight"]),
+    ("average", ["fc.weight"]),
+])
+def test_combine_merges_weight_matrices_by_dop_and_averages_the_rest(conv, matrices):
+    """Entry by entry, in weight space: a 2-D ``…weight`` (and, under ``conv: matrix``, a
+    kernel of more dims as its out × rest matrix) by dop_merge_matrix, exactly; everything
+    else (biases, 1-D norm weights, a 2-D entry not named ``…weight``) the plain average."""
+    _, _, ctx = make_space()
+    g = torch.Generator().manual_seed(5)
+    shapes = {"fc.bias": (3,), "fc.weight": (3, 4), "norm.weight": (3,), "conv.weight": (3, 2, 1, 1),
+              "conv1d.weight": (3, 2, 2), "proj": (3, 4)}
+    pretrained = {n: torch.randn(shape, generator=g) for n, shape in shapes.items()}
+    taus = [{n: 0.1 * torch.randn(shape, generator=g) for n, shape in shapes.items()} for _ in range(2)]
+    params = DOPParams(num_steps=5, lr=1e-2, conv=conv)
+    plugin = DOP(params, ctx)
+    plugin.pretrained_state = pretrained
+    first, scale = plugin.combine(taus[0], 0)  # the first task: τ_0 itself (a copy), scale 1
+    assert scale == 1.0 and first is not taus[0] and all(torch.equal(first[n], taus[0][n]) for n in shapes)
+    assert plugin.merge_diagnostics() == {"merge_coefficient": 1.0}
+    merged, scale = plugin.combine(taus[1], 1)
+    assert scale == 1.0 and merged.keys() == shapes.keys()
+    new_weights = []
+    for name, shape in shapes.items():
+        base = pretrained[name]
+        previous, new = base + taus[0][name], base + taus[1][name]
+        if name in matrices:
+            out, weights = dop_merge_matrix(
+                base.reshape(3, -1), (previous.reshape(3, -1), new.reshape(3, -1)), lr=1e-2,
+                num_steps=5, mgda=True, ema=True, ema_beta=0.999, alpha=0.8, epsilon=0.99999,
+                space="uv")
+            expected = out.reshape(shape) - base
+            new_weights.append(weights[1])
+            assert not torch.allclose(expected, (previous + new) / 2 - base), name  # it moved
+        else:
+            expected = (previous + new) / 2 - base
+        assert torch.equal(merged[name], expected), name
+    mean_new = sum(new_weights) / len(new_weights)
+    assert plugin.merge_diagnostics() == {"merge_coefficient": pytest.approx(mean_new),
+                                          "dop_layers": len(matrices)}
+    # the next task merges with this merge (held as τ̂_1), not with τ_0 nor from scratch
+    third = {n: 0.1 * torch.randn(shape, generator=g) for n, shape in shapes.items()}
+    base = pretrained["fc.bias"]
+    expected = ((base + merged["fc.bias"]) + (base + third["fc.bias"])) / 2 - base
+    assert torch.equal(plugin.combine(third, 2)[0]["fc.bias"], expected)

@@ -103,3 +103,15 @@ def test_fold_takes_an_entry_iff_its_draw_is_below_one_over_t():
     running, new = {"w": torch.zeros(n)}, {"w": torch.ones(n)}
     rm.random_mix_fold_(running, new, 2, torch.Generator().manual_seed(seed))
     assert torch.equal(running["w"], (draws < 0.5).float())
+
+
+def test_draws_are_made_on_the_generators_device_not_the_default_device():
+    """The choice is drawn on the generator's device (CPU without one), whatever the default
+    device: under a ``meta`` default, a draw left to the default device has no data to copy."""
+    vectors = [{"w": torch.zeros(6)}, {"w": torch.ones(6)}]
+    with torch.device("meta"):
+        seeded = rm.random_mix(vectors, torch.Generator().manual_seed(3))
+        unseeded = rm.random_mix(vectors)
+    assert torch.equal(seeded["w"], rm.random_mix(vectors, torch.Generator().manual_seed(3))["w"])
+    assert seeded["w"].device.type == "cpu" and unseeded["w"].device.type == "cpu"
+    assert set(unseeded["w"].tolist()) <= {0.0, 1.0}

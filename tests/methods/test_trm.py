@@ -50,6 +50,7 @@ def test_checkpoint_steps():
     assert checkpoint_steps(20, 10, 2) == [4, 8, 12, 16, 20]  # at most 5, evenly spaced
     assert checkpoint_steps(10, 3, 4, count=2) == [5, 10]   # explicit K: step checkpoints
     assert checkpoint_steps(12, 3, 4, count=1) == [12]
+    assert checkpoint_steps(3, 3, 1) == [1, 2, 3]           # an epoch end at step 1 is kept
 
 
 def test_coefficient_groups():
@@ -395,3 +396,42 @@ def test_always_protects_the_current_task_on_class_incremental_streams_too():
     _train_two_tasks(never[2], never[1], never[3])
     assert never[2].per_task[-1]["accepted_step"] == 10  # the final iterate, unconstrained
     assert seen["trained"]  # θ*_t was captured before the merge
+
+
+# ------------------------------------------------------------------------------------------
+# cases added for mutation testing (docs/mutation.md)
+
+
+def test_trajectory_directions_skip_a_non_float_entry_and_keep_the_later_ones():
+    start = {"steps": torch.tensor(3), **_random_state(0)}
+    checkpoint = {"steps": torch.tensor(7), **_random_state(1)}
+    directions, _ = trajectory_directions(start, [checkpoint], use_magmax=False)
+    assert list(directions) == ["a.weight", "b.bias"]
+    assert torch.equal(directions["b.bias"][0], checkpoint["b.bias"] - start["b.bias"])
+
+
+def test_consistency_over_a_single_included_sample_is_that_samples_kl():
+    g = torch.Generator().manual_seed(2)
+    logits, reference = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    classes = torch.tensor([0, 1, 3])
+    p_ref = torch.softmax(reference[:, classes], 1)
+    kl = (p_ref * (p_ref.log() - torch.log_softmax(logits[:, classes], 1))).sum(1)
+    only_second = consistency_loss(logits, reference, classes, torch.tensor([0.0, 1.0, 0.0]))
+    torch.testing.assert_close(only_second, kl[1])
+
+
+def test_gradient_norm_ignores_unused_parameters_and_is_positive_at_zero():
+    """‖∇‖ over the parameters the loss uses (an unused one adds 0), computed as
+    √(Σ g² + 10⁻³⁰): 10⁻¹⁵ for a zero gradient (finite, not √0's infinite slope or NaN)."""
+    used, unused = torch.tensor([3.0, 4.0], requires_grad=True), torch.ones(2, requires_grad=True)
+    assert float(gradient_norm((used ** 2).sum() / 2, [used, unused], False)) == pytest.approx(5.0)
+    flat = torch.zeros(2, requires_grad=True)
+    norm = gradient_norm((flat * 0).sum(), [flat], create_graph=True)
+    assert float(norm) == pytest.approx(1e-15, rel=1e-6, abs=0)
+
+
+def test_entropy_floor_is_zero_with_a_single_allowed_class():
+    """One allowed logit: C = 1, log C = 0 and H = 0, so no floor whatever the logits."""
+    mask = torch.tensor([False, True, False, False])
+    logits = torch.tensor([[5.0, -1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+    assert float(entropy_floor_penalty(logits, mask, 1.0)) == 0.0
