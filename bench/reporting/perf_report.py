@@ -359,9 +359,44 @@ def leaderboard_section(results: Path, grid: GridState | None = None) -> list[st
     if runs_line is not None and re.search(r"wall time:? [0-9.]+ min", runs_line, flags=re.IGNORECASE):
         lines.append("- caveat: a wall time depends on what the trajectory store and the feature cache "
                      "held when the invocation began (steps read from the store count as *reused* "
-                     "below): after `make tune` the store holds the trajectories tuning trained, and "
-                     "`make leaderboard` from an empty results directory reuses them")
+                     "below; after `make tune` the store holds the trajectories tuning trained, and "
+                     "`make leaderboard` reuses them)")
+        lines.append(f"- {store_provenance(records)}")
     return lines + [""]
+
+
+def store_provenance(records: list[RunRecord]) -> str:
+    """Whether the records' runs trained every stored state they read (the store held none of
+    them when the grid began) or read some trained before, e.g. by ``make tune``.
+
+    A stored state is a (trajectory key, task) pair: ``trajectory.tasks`` are the tasks a run
+    read or wrote, ``trajectory.trained_here`` those it trained itself. A record with several
+    keys (an independent-regime post-hoc run: task 0 is on the sequential key) cannot be split
+    by task and is counted apart."""
+    used: set[tuple[str, int]] = set()
+    trained: set[tuple[str, int]] = set()
+    mixed = 0
+    for record in records:
+        use = record.trajectory
+        if use is None:
+            continue
+        if "," in use.key:
+            mixed += 1
+            continue
+        used.update((use.key, task) for task in use.tasks)
+        trained.update((use.key, task) for task in use.trained_here)
+    if not used:
+        return "trajectory store: the records read no stored state"
+    before = len(used - trained)
+    text = (f"trajectory store: the runs used {len(used)} stored states (trajectory key, task); "
+            f"{len(used & trained)} were trained by runs among these records"
+            + (" -- every one: the store held none of them when the grid began (a cold store)"
+               if before == 0 else
+               f", {before} were in the store before them (trained by another invocation, e.g. "
+               "`make tune`)"))
+    if mixed:
+        text += f"; {mixed} record(s) with several trajectory keys not counted"
+    return text
 
 
 # ----------------------------------------------------------------------------- steps before/after

@@ -22,6 +22,7 @@ from mergecl.bench.reporting.perf_report import (
     step_cost_section,
     steps_section,
     storage_section,
+    store_provenance,
     tuning_section,
 )
 
@@ -59,6 +60,7 @@ def test_sums_run_times_and_checks_the_wall_time_target(tmp_path: Path) -> None:
                "(3.00x)" in line for line in lines)
     assert "- CPU of that invocation: Test CPU" in lines
     assert "- recorded wall time of the invocation that wrote it: 30.0 min" in lines
+    assert "- trajectory store: the records read no stored state" in lines
 
 
 def test_wall_time_met_with_the_cpu_and_the_records_span(tmp_path: Path) -> None:
@@ -97,6 +99,29 @@ def test_pages_of_the_previous_format_are_still_read(tmp_path: Path) -> None:
     assert ("target: ≤ 20 min on this 2-core machine: met (0.60x); stretch ≤ 10 min: **MISSED** "
             "(1.20x)") in text
     assert "CPU of that invocation: not stated on the page" in text
+
+
+def _used(label: str, seed: int, key: str, tasks: list[int], trained: list[int]):
+    return make_record(label, seed, trajectory={"key": key, "regime": "post-hoc", "tasks": tasks,
+                                                "trained_here": trained})
+
+
+def test_store_provenance_tells_a_cold_store_from_a_warm_one() -> None:
+    cold = [_used("seqft", 0, "k1", [0, 1], [0, 1]), _used("magmax", 0, "k1", [0, 1], []),
+            _used("seqft", 1, "k2", [0, 1], [1]), _used("avg", 1, "k2", [0], [0]),
+            make_record("joint", 0)]
+    assert store_provenance(cold) == (
+        "trajectory store: the runs used 4 stored states (trajectory key, task); 4 were trained "
+        "by runs among these records -- every one: the store held none of them when the grid "
+        "began (a cold store)")
+    warm = [_used("seqft", 0, "k1", [0, 1], [1]), _used("magmax", 0, "k1", [0, 1], []),
+            _used("ties", 0, "k3,k4", [0, 1], [])]
+    assert store_provenance(warm) == (
+        "trajectory store: the runs used 2 stored states (trajectory key, task); 1 were trained by "
+        "runs among these records, 1 were in the store before them (trained by another "
+        "invocation, e.g. `make tune`); 1 record(s) with several trajectory keys not counted")
+    assert store_provenance([make_record("joint", 0)]) == (
+        "trajectory store: the records read no stored state")
 
 
 def test_nothing_yet(tmp_path: Path) -> None:
