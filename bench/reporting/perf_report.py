@@ -49,19 +49,6 @@ from pydantic import ValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _shown(path: Path | str) -> str:
-    """A path as the page shows it: relative to the repository when inside it; a store outside
-    it (a cache under the user's home, a scratch disk) by its role, not the machine's path."""
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(REPO))
-    except ValueError:
-        home = Path.home().resolve()
-        try:
-            return "~/" + str(resolved.relative_to(home))
-        except ValueError:
-            return "(a directory outside the repository and the home folder)"
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
 REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
 STATUS_MARK = {"pass": "pass", "miss": "**MISS**", "info": "-"}
@@ -729,14 +716,14 @@ def tuning_section(directory: Path, summary: Path, out: Path) -> list[str]:
     lines = ["## Tuning cost (`make tune`, i.e. `mergecl tune --all`)", ""]
     if summary.is_file():
         link = os.path.relpath(summary.resolve(), out.resolve().parent)
-        lines.append(f"Every configuration tuned and its validation score: [{_rel(summary)}]({link}).")
+        lines.append(f"Every configuration tuned and its validation score: [{_shown(summary)}]({link}).")
     else:
-        lines.append(f"`{_rel(summary)}` not yet generated (`make tune` writes it).")
+        lines.append(f"`{_shown(summary)}` not yet generated (`make tune` writes it).")
     lines.append("")
     records, unreadable = tuning_records(directory) if directory.is_dir() else ([], 0)
     if not records:
         what = "does not exist" if not directory.is_dir() else "holds no tuning record"
-        lines.append(f"No tuning cost to report: `{_rel(directory)}` {what} (`make tune` writes "
+        lines.append(f"No tuning cost to report: `{_shown(directory)}` {what} (`make tune` writes "
                      f"`{DEFAULT_TUNING}/tuning/<benchmark>/<label>.json`; pass `--tuning DIR` for "
                      "another directory)" + (f"; {unreadable} unreadable files" if unreadable else "")
                      + ".")
@@ -755,7 +742,7 @@ def tuning_section(directory: Path, summary: Path, out: Path) -> list[str]:
                      f"{row['seconds'] / 60:.1f}"])
     rows.append(["total", total["rows"], total["runs"], f"{total['train']:,}", f"{total['reused']:,}",
                  f"{total['seconds'] / 60:.1f}"])
-    lines.append(f"From the tuning records in `{_rel(directory)}` (`TuningRecord.cost`)"
+    lines.append(f"From the tuning records in `{_shown(directory)}` (`TuningRecord.cost`)"
                  + (f"; {unreadable} unreadable files skipped" if unreadable else "") + ". Run time "
                  "is the runs' own times summed (two runs at a time: about half of it in wall time); "
                  "tuning runs under the default preset (frozen_blocks=5).")
@@ -806,9 +793,9 @@ def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path, *
     extra, extra_error = _load_json(extra_path)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     lines = ["# mergecl performance report", ""]
-    lines.append(f"Generated {_when(now)} by `{REPORT_COMMAND}` from `{_rel(bench_path)}` "
+    lines.append(f"Generated {_when(now)} by `{REPORT_COMMAND}` from `{_shown(bench_path)}` "
                  f"({'pytest-benchmark, ' + _when(bench.get('datetime')) if bench else 'absent'}) and "
-                 f"`{_rel(extra_path)}` ({'suite finished ' + _when(extra.get('finished_at')) if extra else 'absent'}).")
+                 f"`{_shown(extra_path)}` ({'suite finished ' + _when(extra.get('finished_at')) if extra else 'absent'}).")
     lines.append("")
     lines.append(f"Regenerate: `make bench`, i.e. `{SUITE_COMMAND}` then `{REPORT_COMMAND}`.")
     if extra:
@@ -837,11 +824,18 @@ def build_report(results: Path, bench_path: Path, extra_path: Path, out: Path, *
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _rel(path: Path) -> str:
+def _shown(path: Path | str) -> str:
+    """A path as the page shows it: relative to the repository when inside it; a store outside
+    it (a cache under the user's home, a scratch disk) by its role, not the machine's path."""
+    resolved = Path(path).resolve()
     try:
-        return str(path.resolve().relative_to(REPO))
+        return str(resolved.relative_to(REPO))
     except ValueError:
-        return str(path)
+        home = Path.home().resolve()
+        try:
+            return "~/" + str(resolved.relative_to(home))
+        except ValueError:
+            return "(a directory outside the repository and the home folder)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mergecl.bench.orchestration.provenance import REPOSITORY
 from mergecl.bench.orchestration.store import atomic_write_text
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADER_BULLETS = ("- Git revision", "- Git revisions", "- Seeds:", "- Records:", "- Wall time:")
 COMMAND = "python -m mergecl.bench.reporting.readme"
