@@ -66,6 +66,9 @@ STEP_COST_KEYS: dict[tuple[str, int | None], str] = {
 """Suite records giving one step's cost in full-network steps, by (parameterisation, frozen_blocks);
 ("full", None) -- the full network -- is 1 by definition."""
 ADAMW_PREFIX = "7.adamw."
+FAST_CONVS_KEY = "6.step_cost.fast_convs"
+ADOPTED_ADAMW = "fused"
+"""The AdamW form the training strategy uses (``MergeCLStrategy.make_optimizer``)."""
 
 
 def _load_json(path: Path) -> tuple[dict | None, str | None]:
@@ -643,14 +646,19 @@ def step_cost_section(extra: dict | None) -> list[str]:
                      "settings in turns; ratio of lower quartiles." + _smoke_note(extra))
         lines.append("")
         if q25.get("full"):
-            lines.append(f"- full-network step on this machine: {q25['full'] * 1e3:.0f} ms "
+            lines.append(f"- full-network step (protocol v1's: torch's convolutions, AdamW's default "
+                         f"form) on this machine: {q25['full'] * 1e3:.0f} ms "
                          "(context only; the ratios below are what carries to another machine)")
-        for entry, name in ((k5, "frozen_blocks=5 step on cached features (full parameterisation)"),
-                            (lora, "LoRA frozen_blocks=5 step on cached features")):
+        shortcuts = records.get(FAST_CONVS_KEY)
+        for entry, name, unit in (
+                (k5, "frozen_blocks=5 step on cached features (full parameterisation)", "a full-network step"),
+                (lora, "LoRA frozen_blocks=5 step on cached features", "a full-network step"),
+                (shortcuts, "the convolution shortcuts (bench/training/fast_convs.py) in that step",
+                 "the same step with torch's convolutions")):
             if entry:
                 target = (f"; target {_fmt_target(entry)}: {STATUS_MARK.get(entry.get('status'), entry.get('status'))}"
                           if entry.get("target") is not None else "")
-                lines.append(f"- {name}: {_fmt_value(entry['value'], 'x')} a full-network step"
+                lines.append(f"- {name}: {_fmt_value(entry['value'], 'x')} {unit}"
                              f"{_ci(entry)}{target}")
     adamw = {k[len(ADAMW_PREFIX):]: v for k, v in sorted(records.items()) if k.startswith(ADAMW_PREFIX)}
     lines.append("")
@@ -662,8 +670,8 @@ def step_cost_section(extra: dict | None) -> list[str]:
     lines.append(f"AdamW's step on the frozen_blocks=5 trainable parameters ({details.get('tensors')} "
                  f"tensors, {(details.get('floats') or 0) / 1e6:.2f} M floats, 1 thread), each variant "
                  f"vs torch's default ({details.get('default_implementation', 'n/a')}) in turns. "
-                 "A measurement: the training code's optimiser is unchanged until it is decided "
-                 "on these figures.")
+                 f"The training strategy runs AdamW {ADOPTED_ADAMW}=True (bench/training/strategy.py), "
+                 "adopted on these figures.")
     lines.append("")
     rows = []
     for key, entry in adamw.items():
@@ -684,12 +692,12 @@ def step_cost_section(extra: dict | None) -> list[str]:
     if faster:
         value, best = min(faster)
         lines.append(f"- winner: **{best}=True**, {value:.3f}x the default AdamW step")
-        k5_step = ((k5 or {}).get("details") or {}).get("q25_step_s", {}).get("k5")
-        if k5_step and per_step.get("default"):
-            share = per_step["default"] / k5_step
+        k5_torch = ((k5 or {}).get("details") or {}).get("q25_step_s", {}).get("k5_torch_convs")
+        if k5_torch and per_step.get("default"):
+            share = per_step["default"] / k5_torch
             lines.append(f"- the default AdamW step is {share:.1%} of a frozen_blocks=5 training step "
-                         f"(same run), so {best}=True would save about {(1 - value) * share:.1%} of "
-                         "each such step")
+                         f"with torch's convolutions (same run), so {best}=True saves about "
+                         f"{(1 - value) * share:.1%} of each such step")
     else:
         lines.append("- winner: none -- no variant is faster than torch's default beyond the noise")
     return lines + [""]

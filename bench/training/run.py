@@ -73,22 +73,30 @@ def task_batches(built: BuiltBenchmark, cfg: RunConfig):
 
 
 def build_model(cfg: RunConfig, n_classes: int):
+    """The backbone of ``cfg``, its convolutions switched to the exact shortcuts where their
+    feature maps allow (:mod:`mergecl.bench.training.fast_convs`)."""
+    from mergecl.bench.training.fast_convs import use_fast_convolutions
     from mergecl.bench.training.models import build_backbone
 
-    return build_backbone(
+    model = build_backbone(
         cfg.backbone, num_classes=n_classes, weights=cfg.weights, image_size=cfg.image_size,
         head_init=cfg.head_init, channels_last=cfg.channels_last, freeze_bn=cfg.freeze_bn,
     )
+    use_fast_convolutions(model)
+    return model
 
 
 def build_space_for(cfg: RunConfig, model: torch.nn.Module):
+    from mergecl.bench.training.fast_convs import use_fast_convolutions
     from mergecl.bench.training.models import default_lora_targets
     from mergecl.methods.parameterisation import build_space
 
     targets = cfg.lora_targets or default_lora_targets(cfg.backbone)
-    return build_space(model, cfg.parameterisation, targets=targets, rank=cfg.lora_rank,
-                       alpha=cfg.lora_alpha, kv_only=cfg.lora_kv_only,
-                       generator=torch.Generator().manual_seed(cfg.seed + 777))
+    space = build_space(model, cfg.parameterisation, targets=targets, rank=cfg.lora_rank,
+                        alpha=cfg.lora_alpha, kv_only=cfg.lora_kv_only,
+                        generator=torch.Generator().manual_seed(cfg.seed + 777))
+    use_fast_convolutions(model)  # LoRA's own 1×1 convolutions (lora_A, lora_B), made just now
+    return space
 
 
 def union_stream(built: BuiltBenchmark):

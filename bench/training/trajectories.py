@@ -62,8 +62,9 @@ REGIMES: tuple[str, ...] = ("sequential", "independent")
 
 TRAINING_CODE: tuple[str, ...] = (
     "bench/training/strategy.py", "bench/training/models.py", "bench/training/features.py",
-    "bench/training/run.py", "bench/training/trajectories.py", "bench/streams/benchmarks.py",
-    "bench/streams/datasets.py", "methods/parameterisation.py", "methods/base.py",
+    "bench/training/run.py", "bench/training/trajectories.py", "bench/training/fast_convs.py",
+    "bench/streams/benchmarks.py", "bench/streams/datasets.py", "methods/parameterisation.py",
+    "methods/base.py",
 )
 """Source files whose text is part of every trajectory address (a change retrains)."""
 

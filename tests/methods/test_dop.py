@@ -12,6 +12,7 @@ from mergecl.methods import merging
 from mergecl.methods.dop import (
     DOP,
     DOPParams,
+    cheaper_projectors,
     dop_merge_matrix,
     leading_subspace,
     min_norm_weights,
@@ -65,6 +66,46 @@ def test_closed_form_gradient_equals_autograd(space):
     loss, gradient = projection_loss_and_gradient(delta, (u * s, v * s), space)
     torch.testing.assert_close(loss, expected.detach())
     torch.testing.assert_close(gradient, leaf.grad)
+
+
+@pytest.mark.parametrize(("shape", "epsilon", "expected"), [
+    ((40, 6), 1.0, (False, True)),    # tall, full rank: n = 6 < 2r, m = 40 ≥ 2r
+    ((6, 40), 1.0, (True, False)),    # wide: the mirror image
+    ((12, 12), 1.0, (True, True)),    # square, full rank: both sides
+    ((40, 6), 0.5, (False, False)),   # a low rank keeps both factors
+])
+def test_cheaper_projectors_pick_the_side_by_the_product_count(shape, epsilon, expected):
+    generator = torch.Generator().manual_seed(6)
+    task = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    u, s, v = leading_subspace(task, epsilon)
+    rows, columns = shape
+    left, right = cheaper_projectors((u * s, v * s), shape)
+    assert (left is not None, right is not None) == expected
+    assert (left is not None) == (rows < 2 * len(s)) and (right is not None) == (columns < 2 * len(s))
+    if left is not None:
+        torch.testing.assert_close(left, (u * s) @ (u * s).T)
+    if right is not None:
+        torch.testing.assert_close(right, (v * s) @ (v * s).T)
+    empty = leading_subspace(torch.zeros(*shape, dtype=torch.float64), 0.9)
+    assert cheaper_projectors((empty[0] * empty[1], empty[2] * empty[1]), shape) == (None, None)
+
+
+@pytest.mark.parametrize("space", ["uv", "u", "v"])
+@pytest.mark.parametrize("shape", [(40, 6), (6, 40), (12, 12)])
+def test_projector_form_equals_the_factor_form_and_autograd(space, shape):
+    generator = torch.Generator().manual_seed(7)
+    delta = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    u, s, v = leading_subspace(torch.randn(*shape, generator=generator, dtype=torch.float64), 1.0)
+    factors = (u * s, v * s)
+    projectors = cheaper_projectors(factors, shape)
+    assert any(side is not None for side in projectors)
+    leaf = delta.clone().requires_grad_(True)
+    expected = projection_loss(leaf, u, s, v, space)
+    expected.backward()
+    for sides in ((None, None), projectors):
+        loss, gradient = projection_loss_and_gradient(delta, factors, space, sides)
+        torch.testing.assert_close(loss, expected.detach())
+        torch.testing.assert_close(gradient, leaf.grad)
 
 
 def test_closed_form_default_space_is_uv():

@@ -132,7 +132,8 @@ def test_nothing_yet(tmp_path: Path) -> None:
 STEP_EXTRA = {"records": {
     "6.step_cost.k5": {"title": "k5", "value": 0.5, "unit": "x", "target": 0.6, "op": "<=",
                        "status": "pass", "summary": {"ci95": [0.45, 0.55]},
-                       "details": {"q25_step_s": {"full": 0.1, "k5": 0.05, "lora_k5": 0.025}}},
+                       "details": {"q25_step_s": {"full": 0.1, "k5": 0.05, "lora_k5": 0.025,
+                                                 "k5_torch_convs": 0.1}}},
     "6.step_cost.lora_k5": {"title": "lora", "value": 0.25, "unit": "x", "target": None,
                             "status": "info", "summary": {"ci95": [0.2, 0.3]}},
 }}
@@ -264,9 +265,14 @@ def test_step_costs_and_the_adamw_winner() -> None:
     per_step = {"default": 0.008, "foreach": 0.0079, "fused": 0.004}
     extra = {"records": {**STEP_EXTRA["records"],
                          "7.adamw.foreach_over_default": adamw_entry(0.99, [0.9, 1.1], per_step),
-                         "7.adamw.fused_over_default": adamw_entry(0.5, [0.45, 0.55], per_step)}}
+                         "7.adamw.fused_over_default": adamw_entry(0.5, [0.45, 0.55], per_step),
+                         "6.step_cost.fast_convs": {"title": "shortcuts", "value": 0.45, "unit": "x",
+                                                    "target": 1.0, "op": "<=", "status": "pass",
+                                                    "summary": {"ci95": [0.44, 0.46]}}}}
     text = "\n".join(step_cost_section(extra))
-    assert "- full-network step on this machine: 100 ms" in text
+    assert ("- the convolution shortcuts (bench/training/fast_convs.py) in that step: 0.450x the same "
+            "step with torch's convolutions [95% CI 0.440-0.460]; target ≤ 1x: pass") in text
+    assert "- full-network step (protocol v1's: torch's convolutions, AdamW's default form) on this machine: 100 ms" in text
     assert ("- frozen_blocks=5 step on cached features (full parameterisation): 0.500x a "
             "full-network step [95% CI 0.450-0.550]; target ≤ 0.6x: pass") in text
     assert "- LoRA frozen_blocks=5 step on cached features: 0.250x a full-network step" in text
@@ -274,7 +280,9 @@ def test_step_costs_and_the_adamw_winner() -> None:
     assert "| fused=True | 0.500x | 0.450-0.550 | 4.00 | faster (interval below 1) |" in text
     assert "- winner: **fused=True**, 0.500x the default AdamW step" in text
     # the default AdamW step is 8 ms of a 50 ms k=5 step (16 %); halving it saves 8 % per step
-    assert "is 16.0% of a frozen_blocks=5 training step (same run), so fused=True would save about 8.0%" in text
+    assert ("is 8.0% of a frozen_blocks=5 training step with torch's convolutions (same run), so "
+            "fused=True saves about 4.0% of each such step") in text
+    assert "The training strategy runs AdamW fused=True" in text
     assert "not measurements" not in text
     assert "not measurements" in "\n".join(step_cost_section({**extra, "rounds_cap": 2}))
 
