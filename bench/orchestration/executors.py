@@ -252,6 +252,27 @@ def _write_copies(copies: Sequence[tuple[RunConfig, RunConfig]], out: Path,
         reporter.status(cfg, "ok")
 
 
+def stream_length(cfg: RunConfig) -> int:
+    """The number of experiences ``cfg`` trains on: its ``n_experiences``, else its benchmark's
+    default (0 for a benchmark the registry does not know, e.g. a plugin's)."""
+    if cfg.n_experiences is not None:
+        return cfg.n_experiences
+    from mergecl.bench.streams.benchmarks import get_benchmark
+
+    try:
+        return get_benchmark(cfg.benchmark).default_experiences
+    except (ConfigError, KeyError, ValueError):
+        return 0
+
+
+def longest_streams_first(cfgs: Sequence[RunConfig]) -> list[RunConfig]:
+    """The runs in submission order: the longest streams first, the grid's order otherwise
+    (a stable sort). A run's cost grows with its stream, so the long runs start while every
+    worker is busy and the short ones fill the workers' tail at the end (in grid order, the
+    10-domain stream's DOP runs, the grid's longest, could start last and leave a worker idle)."""
+    return sorted(cfgs, key=lambda cfg: -stream_length(cfg))
+
+
 def missing_runs(
     cfgs: Sequence[RunConfig], out: str | Path, retry_failed: bool = False
 ) -> list[RunConfig]:
@@ -475,7 +496,7 @@ def execute(
     missing = missing_runs(unique, out, retry_failed=retry_failed)
     identical = identical_runs(unique)
     copies = [(cfg, identical[RunKey.of(cfg)]) for cfg in missing if RunKey.of(cfg) in identical]
-    todo = [cfg for cfg in missing if RunKey.of(cfg) not in identical]
+    todo = longest_streams_first([cfg for cfg in missing if RunKey.of(cfg) not in identical])
     summary = ExecutionSummary(executor=executor, total=len(unique), done=len(unique) - len(missing))
     if isinstance(run_function, str):
         _load_callable(run_function)  # fail here, not in every worker

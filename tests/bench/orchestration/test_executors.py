@@ -25,8 +25,10 @@ from mergecl.bench.orchestration.executors import (
     ExecutionSummary,
     SlurmOptions,
     execute,
+    longest_streams_first,
     missing_runs,
     plan_local,
+    stream_length,
 )
 from mergecl.bench.orchestration.records import RunRecord
 from mergecl.bench.orchestration.store import ResultStore, RunKey
@@ -117,6 +119,18 @@ def test_missing_runs_follows_the_store(tmp_path: Path) -> None:
     assert missing_runs([cfgs[3]] + cfgs, out) == [cfgs[3], cfgs[2]]
     # threads is excluded from the config hash: a thread change does not redo a run
     assert missing_runs([cfgs[0].model_copy(update={"threads": 7})], out) == []
+
+
+def test_the_longest_streams_are_submitted_first_in_grid_order_otherwise() -> None:
+    def cfg(benchmark: str, method: str, n: int | None = None) -> RunConfig:
+        return RunConfig(method=method, benchmark=benchmark, seed=0, n_experiences=n)
+
+    order = [cfg("mnist-fmnist", "seqft"), cfg("rotated-mnist", "dop"), cfg("somebody-elses", "avg"),
+             cfg("rotated-mnist-10", "seqft"), cfg("rotated-mnist", "avg"), cfg("split-mnist", "avg", 2),
+             cfg("rotated-mnist-10", "dop")]
+    assert [stream_length(c) for c in order] == [2, 5, 0, 10, 5, 2, 10]
+    assert longest_streams_first(order) == [order[3], order[6], order[1], order[4], order[0],
+                                            order[5], order[2]]
 
 
 def test_identical_rows_run_once_and_the_others_get_a_copy(tmp_path: Path) -> None:
