@@ -89,13 +89,19 @@ SCOPE: dict[str, tuple[list[str] | None, list[str]]] = {
          "OPCM.merge_diagnostics"],
         ["tests/methods/test_opcm.py"]),
     "methods/dop.py": (
-        ["leading_subspace", "projection_loss", "projection_loss_and_gradient", "min_norm_weights",
-         "dop_merge_matrix", "DOP.combine", "DOP.merge_diagnostics"],
+        ["leading_subspace", "projection_loss", "cheaper_projectors", "projection_loss_and_gradient",
+         "min_norm_weights", "dop_merge_matrix", "DOP.combine", "DOP.merge_diagnostics"],
         ["tests/methods/test_dop.py"]),
     "methods/became.py": (
         ["became_lambda", "stable_steps", "energy_threshold", "accumulate_fisher",
          "projectable_layers", "project_step_"],
         ["tests/methods/test_became.py"]),
+    # the convolution shortcuts: the same function as torch's convolution, by other kernels
+    "bench/training/fast_convs.py": (
+        ["_same_padding", "single_window_depthwise", "PointwiseConv2d.forward",
+         "_SingleWindowDepthwise.forward", "DepthwiseConv2d._padding", "DepthwiseConv2dSame._padding",
+         "_fast_class", "use_fast_convolutions", "use_torch_convolutions"],
+        ["tests/bench/training/test_fast_convs.py"]),
     "methods/trm.py": (
         ["_round_half_up", "checkpoint_steps", "coefficient_groups", "trajectory_directions",
          "candidate_state", "_restricted", "alignment_loss", "consistency_loss", "gradient_norm",

@@ -289,6 +289,23 @@ def records_span_min(records: Sequence[RunRecord]) -> float | None:
     return (max(ends) - min(starts)).total_seconds() / 60
 
 
+SHARES_SHOWN = 4
+
+
+def method_shares(records: Sequence[RunRecord]) -> list[tuple[str, float, float, float]]:
+    """[(method, run minutes, share of all run time, merge minutes)], the costliest first."""
+    total = sum(float(r.timings.total_s or 0.0) for r in records)
+    by: dict[str, list[float]] = {}
+    for record in records:
+        entry = by.setdefault(record.method, [0.0, 0.0])
+        entry[0] += float(record.timings.total_s or 0.0)
+        entry[1] += float(record.timings.merge_s or 0.0)
+    if total <= 0:
+        return []
+    return sorted(((method, spent / 60, spent / total, merge / 60) for method, (spent, merge) in by.items()),
+                  key=lambda row: (-row[1], row[0]))
+
+
 def leaderboard_section(results: Path, grid: GridState | None = None) -> list[str]:
     lines = ["## Default leaderboard wall time", ""]
     records, unreadable = _leaderboard_records(results)
@@ -313,6 +330,11 @@ def leaderboard_section(results: Path, grid: GridState | None = None) -> list[st
                      f"({steps} steps, {1e3 * phases['train_s'] / steps:.0f} ms per step and run), "
                      f"evaluation {phases['eval_s'] / 60:.1f} min, merges and their statistics "
                      f"{phases['merge_s'] / 60:.1f} min")
+    shares = method_shares(records)
+    if shares:
+        lines.append("- largest shares of the run time, by method (all its rows and benchmarks): "
+                     + ", ".join(f"{method} {minutes:.1f} min ({share:.0%}; merges {merge:.1f})"
+                                 for method, minutes, share, merge in shares[:SHARES_SHOWN]))
     if not board.is_file():
         lines.append("- `leaderboard.md`: not yet generated")
     elif runs_line is None:
@@ -324,8 +346,8 @@ def leaderboard_section(results: Path, grid: GridState | None = None) -> list[st
             minutes = float(wall.group(1))
             lines.append(f"- target: ≤ {LEADERBOARD_TARGET_MIN} min on this 2-core machine: "
                          f"{_met(minutes, LEADERBOARD_TARGET_MIN)}; stretch ≤ "
-                         f"{LEADERBOARD_STRETCH_MIN} min: {_met(minutes, LEADERBOARD_STRETCH_MIN)}; "
-                         "see README \"Results\" for what limits it")
+                         f"{LEADERBOARD_STRETCH_MIN} min: {_met(minutes, LEADERBOARD_STRETCH_MIN)} "
+                         "(what limits it: the shares above, and docs/protocol.md, \"Wall time\")")
             cpu = _wall_cpu(runs_line)
             lines.append(f"- CPU of that invocation: {cpu or 'not stated on the page (older format)'}")
             if grid is not None and grid.done:

@@ -54,6 +54,9 @@ def test_sums_run_times_and_checks_the_wall_time_target(tmp_path: Path) -> None:
     assert "- sum of run times (`timings.total_s`): 390 s = 6.5 min = 0.11 h" in lines
     assert ("- where it goes: optimisation steps 3.0 min (300 steps, 600 ms per step and run), "
             "evaluation 1.5 min, merges and their statistics 0.3 min") in lines
+    # avg: 2 x 120 s = 4.0 min of 6.5 (62 %); seqft 2.0 min (31 %); pnm 0.5 min (8 %)
+    assert ("- largest shares of the run time, by method (all its rows and benchmarks): avg 4.0 min "
+            "(62%; merges 0.2), seqft 2.0 min (31%; merges 0.1), pnm 0.5 min (8%; merges 0.0)") in lines
     assert any(line.startswith("- `leaderboard.md` says: Wall time: 30.0 min on Test CPU")
                for line in lines)
     assert any("≤ 20 min on this 2-core machine: **MISSED** (1.50x); stretch ≤ 10 min: **MISSED** "
