@@ -13,6 +13,19 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
+def repository_link(target: Path, page_dir: Path) -> str | None:
+    """The relative link from a page written in ``page_dir`` to ``target``, a file of this
+    repository; None when the page is outside the repository (a link from there would climb
+    through the machine's folders). A caller then names the file by its repository path."""
+    page, file = Path(page_dir).resolve(), Path(target).resolve()
+    try:
+        page.relative_to(REPOSITORY)
+        file.relative_to(REPOSITORY)
+    except ValueError:
+        return None
+    return Path(os.path.relpath(file, page)).as_posix()
+
+
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The repository's short revision, "-dirty" when tracked code or config differs from HEAD

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -233,7 +232,7 @@ class _Page:
         self.records = records
         self.edges = dict(edges or {})
         self.marked: set[str] = set()  # the tables (by title) where a value is marked at an edge
-        self.summary_link = TUNED_SUMMARY_PATH  # from the page to it: set by write_leaderboard
+        self.summary_link: str | None = TUNED_SUMMARY_PATH  # from the page to it: set by write_leaderboard
         self.expected = list(expected) if expected is not None else None
         self.benchmarks = list(benchmarks)
         self.row_order = list(row_order)
@@ -360,10 +359,15 @@ class _Page:
             lines.append(
                 "- Tuned rows (`<label> (tuned): values`): hyper-parameters selected on the "
                 "validation split by `mergecl tune`; every configuration evaluated and its "
-                f"validation score: [{TUNED_SUMMARY_PATH}]({self.summary_link}). {EDGE_MARK}: "
+                f"validation score: {self._summary_reference()}. {EDGE_MARK}: "
                 "chosen at the edge of its search space.")
         lines += [f"- Note: {note}" for note in notes]
         return lines
+
+    def _summary_reference(self) -> str:
+        if self.summary_link is None:  # a page outside the repository
+            return f"`{TUNED_SUMMARY_PATH}` in the mergecl repository"
+        return f"[{TUNED_SUMMARY_PATH}]({self.summary_link})"
 
     # ---------------------------------------------------------------- best values
 
@@ -554,14 +558,13 @@ def _paper_pages(records: list[RunRecord], out_dir: Path, command: str) -> list[
     return paths
 
 
-def _summary_link(out_dir: Path) -> str:
-    """The link from the page in ``out_dir`` to the shipped tuning summary."""
+def _summary_link(out_dir: Path) -> str | None:
+    """The link from the page in ``out_dir`` to the shipped tuning summary (None for a page
+    outside the repository: it names the file instead)."""
     from mergecl.bench.config.tuned import TUNED_DIR, TUNED_SUMMARY
+    from mergecl.bench.orchestration.provenance import repository_link
 
-    try:
-        return Path(os.path.relpath(TUNED_DIR / TUNED_SUMMARY, out_dir.resolve())).as_posix()
-    except ValueError:  # another drive (Windows): no relative path
-        return (TUNED_DIR / TUNED_SUMMARY).as_posix()
+    return repository_link(TUNED_DIR / TUNED_SUMMARY, out_dir)
 
 
 def write_leaderboard(

@@ -745,8 +745,11 @@ def tuning_records(directory: Path) -> tuple[list[Any], int]:
 def tuning_section(directory: Path, summary: Path, out: Path) -> list[str]:
     lines = ["## Tuning cost (`make tune`, i.e. `mergecl tune --all`)", ""]
     if summary.is_file():
-        link = os.path.relpath(summary.resolve(), out.resolve().parent)
-        lines.append(f"Every configuration tuned and its validation score: [{_shown(summary)}]({link}).")
+        from mergecl.bench.orchestration.provenance import repository_link
+
+        link = repository_link(summary, out.resolve().parent)
+        reference = f"[{_shown(summary)}]({link})" if link else f"`{_shown(summary)}`"
+        lines.append(f"Every configuration tuned and its validation score: {reference}.")
     else:
         lines.append(f"`{_shown(summary)}` not yet generated (`make tune` writes it).")
     lines.append("")

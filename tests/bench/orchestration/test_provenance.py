@@ -81,3 +81,13 @@ def test_peak_rss_is_per_run_not_the_worker_high_water_mark() -> None:
     assert during - before > 200, (before, during)
     assert reset_peak_rss()
     assert peak_rss_mb() < during - 200  # the next run does not inherit the 256 MiB peak
+
+
+def test_repository_link_is_relative_inside_the_repository_and_none_outside(tmp_path) -> None:
+    from mergecl.bench.orchestration.provenance import REPOSITORY, repository_link
+
+    target = REPOSITORY / "bench" / "config" / "tuned" / "SUMMARY.md"
+    assert repository_link(target, REPOSITORY / "results") == "../bench/config/tuned/SUMMARY.md"
+    assert repository_link(target, REPOSITORY / "results" / "paper") == "../../bench/config/tuned/SUMMARY.md"
+    assert repository_link(target, tmp_path) is None  # a page elsewhere: no ../../ through the machine
+    assert repository_link(tmp_path / "x.md", REPOSITORY / "results") is None

@@ -366,19 +366,37 @@ def test_tuned_values_at_the_edge_are_marked_with_a_footnote(tmp_path: Path) -> 
         assert "magmax (tuned): lam=0.3†" in names and "magmax (tuned): lam=0.3" not in names
         assert EDGE_NOTE in block and "`bench/config/tuned/SUMMARY.md`" in block
     assert EDGE_NOTE not in section(page, "bench-b")  # no tuned row there
-    # the header links the tuning summary (every configuration tried and its score)
+    # the header names the tuning summary (every configuration tried and its score); a page
+    # outside the repository gets no link climbing through the machine's folders
     header = page.split("\n## ")[0]
-    assert "[bench/config/tuned/SUMMARY.md](" in header
-    link = re.search(r"\[bench/config/tuned/SUMMARY\.md\]\(([^)]+)\)", header).group(1)
-    from mergecl.bench.config.tuned import TUNED_DIR
+    assert "`bench/config/tuned/SUMMARY.md` in the mergecl repository" in header
+    assert "](" not in header.split("Tuned rows")[1].split("\n")[0]
 
-    assert (out / link).resolve() == (TUNED_DIR / "SUMMARY.md").resolve()
+
+def test_a_page_inside_the_repository_links_the_tuning_summary() -> None:
+    import shutil
+    import tempfile
+
+    from mergecl.bench.config.tuned import TUNED_DIR
+    from mergecl.bench.orchestration.provenance import REPOSITORY
+
+    scratch = REPOSITORY / ".mergecl-cache"
+    scratch.mkdir(exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=scratch)) / "results"
+    try:
+        write(out)
+        header = (out / "leaderboard.md").read_text().split("\n## ")[0]
+        link = re.search(r"\[bench/config/tuned/SUMMARY\.md\]\(([^)]+)\)", header).group(1)
+        assert (out / link).resolve() == (TUNED_DIR / "SUMMARY.md").resolve()
+        assert not link.startswith("/") and link.count("../") == 3  # .mergecl-cache/tmpX/results
+    finally:
+        shutil.rmtree(out.parent)
 
 
 def test_no_edge_no_mark_and_no_footnote(page: str) -> None:
     assert "†" not in page.split("\n## ", 1)[1]
     assert EDGE_NOTE not in page
-    assert "[bench/config/tuned/SUMMARY.md](" in page.split("\n## ")[0]  # tuned rows: linked
+    assert "`bench/config/tuned/SUMMARY.md` in the mergecl repository" in page.split("\n## ")[0]  # named
 
 
 def test_no_tuned_rows_no_tuning_link(tmp_path: Path) -> None:
