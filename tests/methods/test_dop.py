@@ -90,6 +90,23 @@ def test_cheaper_projectors_pick_the_side_by_the_product_count(shape, epsilon, e
     assert cheaper_projectors((empty[0] * empty[1], empty[2] * empty[1]), shape) == (None, None)
 
 
+@pytest.mark.parametrize(("rows", "columns", "rank", "expected"), [
+    (6, 40, 3, (False, False)),   # m = 2r exactly: two r·m·n products cost what one m·m·n does
+    (5, 40, 3, (True, False)),    # m = 2r − 1: the projector
+    (40, 6, 3, (False, False)),   # n = 2r
+    (40, 5, 3, (False, True)),    # n = 2r − 1
+    (1, 5, 1, (True, False)),     # rank 1: a 1×1 projector on the left
+    (5, 1, 1, (False, True)),
+])
+def test_cheaper_projectors_at_the_break_even_point(rows, columns, rank, expected):
+    """The choice depends on the factors' shapes only: the projector when strictly cheaper."""
+    a, b = torch.ones(rows, rank), torch.ones(columns, rank)
+    left, right = cheaper_projectors((a, b), (rows, columns))
+    assert (left is not None, right is not None) == expected
+    assert left is None or left.shape == (rows, rows)
+    assert right is None or right.shape == (columns, columns)
+
+
 @pytest.mark.parametrize("space", ["uv", "u", "v"])
 @pytest.mark.parametrize("shape", [(40, 6), (6, 40), (12, 12)])
 def test_projector_form_equals_the_factor_form_and_autograd(space, shape):

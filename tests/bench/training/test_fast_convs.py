@@ -117,9 +117,11 @@ def test_other_convolutions_are_left_alone():
         nn.Conv2d(8, 8, 3, padding="same", groups=8),      # string padding
         nn.Conv2d(8, 8, 3, padding=1, groups=8, padding_mode="reflect"),
         nn.Conv2d(8, 8, 1, padding=1),                    # a 1×1 with padding
+        nn.Conv2d(1, 8, 3, padding=1),                    # one input channel, not depthwise
     )
     assert use_fast_convolutions(model) == 0
     assert all(type(m) is nn.Conv2d for m in model)
+    assert model[-1].weight.shape[1] == 1  # as a depthwise kernel's: the groups decide, not the shape
 
 
 def test_switching_keeps_names_and_state_and_is_idempotent():
@@ -172,3 +174,63 @@ def test_the_shortcut_works_under_vmap_per_sample_gradients():
     for name in params:
         torch.testing.assert_close(got[name], expected[name], **TOLERANCE)
     assert F.conv2d is torch.nn.functional.conv2d  # nothing patched globally
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_same_padding_is_timms(stride, kernel, dilation):
+    """TensorFlow's "same" padding, against timm's own (the module Conv2dSame pads with)."""
+    from mergecl.bench.training.fast_convs import _same_padding
+    from timm.layers.padding import get_same_padding
+
+    for size in range(1, 12):
+        total = get_same_padding(size, kernel, stride, dilation)
+        assert _same_padding(size, kernel, stride, dilation) == (total // 2, total - total // 2)
+
+
+def _no_convolution(*args, **kwargs):
+    raise AssertionError("torch's convolution was called where the shortcut applies")
+
+
+@pytest.mark.parametrize(("module", "size"), [
+    (nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), 1),
+    (nn.Conv2d(8, 8, 3, padding=1, groups=8), 1),
+    (Conv2dSame(8, 8, 5, stride=2, groups=8, bias=False), 2),
+    (Conv2dSame(8, 8, 3, stride=1, groups=8), 1),
+    (nn.Conv2d(8, 16, 1), 1),
+])
+def test_the_shortcut_is_taken_where_it_applies_and_only_there(monkeypatch, module, size):
+    fast = copy.deepcopy(module)
+    use_fast_convolutions(fast)
+    x = _input(3, 8, size, size)
+    expected = module(x)
+    monkeypatch.setattr(F, "conv2d", _no_convolution)
+    torch.testing.assert_close(fast(x), expected, **TOLERANCE)  # no convolution was called
+    torch.testing.assert_close(fast(x[0]), expected[0], **TOLERANCE)  # unbatched C×H×W too
+    with pytest.raises(AssertionError, match="convolution was called"):
+        fast(_input(3, 8, size + 3, size + 3))  # a larger map: torch's convolution
+
+
+def test_a_non_square_kernel_stride_and_map():
+    """Height and width are padded by their own kernel size and stride: a 5×3 kernel with
+    stride (2, 1), TensorFlow padding, on a 2×1 map is one window (2 + 1 + 2 = 5, 1 + 1 + 1 = 3);
+    a map that fills the window in one direction only is not."""
+    torch.manual_seed(6)
+    same = Conv2dSame(8, 8, (5, 3), stride=(2, 1), groups=8, bias=False)
+    _assert_same_function(same, _input(4, 8, 2, 1))
+    symmetric = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    for module, shape in ((same, (4, 8, 2, 1)), (symmetric, (4, 8, 1, 3)), (symmetric, (4, 8, 3, 1))):
+        fast = copy.deepcopy(module)
+        use_fast_convolutions(fast)
+        x = _input(*shape)
+        expected = module(x)
+        torch.testing.assert_close(fast(x), expected, **TOLERANCE)
+        taken = module is same
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(F, "conv2d", _no_convolution)
+            if taken:
+                torch.testing.assert_close(fast(x), expected, **TOLERANCE)
+            else:  # 1 + 2 = 3 one way, 3 + 2 = 5 ≠ 3 the other: torch's convolution
+                with pytest.raises(AssertionError, match="convolution was called"):
+                    fast(x)
