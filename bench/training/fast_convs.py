@@ -121,7 +121,6 @@ def use_fast_convolutions(model: nn.Module) -> int:
     return switched
 
 
-
 _TORCH_CLASS: dict[type[nn.Module], type[nn.Module]] = {
     PointwiseConv2d: nn.Conv2d, DepthwiseConv2d: nn.Conv2d, DepthwiseConv2dSame: Conv2dSame}
 

@@ -179,14 +179,20 @@ def test_the_shortcut_works_under_vmap_per_sample_gradients():
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_same_padding_is_timms(stride, kernel, dilation):
-    """TensorFlow's "same" padding, against timm's own (the module Conv2dSame pads with)."""
+def test_same_padding_is_where_timms_pad_same_puts_the_zeros(stride, kernel, dilation):
+    """TensorFlow's "same" padding, read off the tensor timm's ``pad_same`` (what Conv2dSame
+    runs) makes: the zeros before and after a map of ones, in each direction."""
     from mergecl.bench.training.fast_convs import _same_padding
-    from timm.layers.padding import get_same_padding
+    from timm.layers.padding import pad_same
 
-    for size in range(1, 12):
-        total = get_same_padding(size, kernel, stride, dilation)
-        assert _same_padding(size, kernel, stride, dilation) == (total // 2, total - total // 2)
+    for height, width in ((1, 1), (2, 1), (3, 5), (7, 4), (11, 11)):
+        padded = pad_same(torch.ones(1, 1, height, width), (kernel, kernel), (stride, stride),
+                          (dilation, dilation))[0, 0]
+        rows, columns = padded.sum(dim=1) > 0, padded.sum(dim=0) > 0
+        top, left = int(rows.float().argmax()), int(columns.float().argmax())
+        bottom, right = len(rows) - top - height, len(columns) - left - width
+        assert _same_padding(height, kernel, stride, dilation) == (top, bottom)
+        assert _same_padding(width, kernel, stride, dilation) == (left, right)
 
 
 def _no_convolution(*args, **kwargs):
