@@ -261,7 +261,7 @@ def stream_length(cfg: RunConfig) -> int:
 
     try:
         return get_benchmark(cfg.benchmark).default_experiences
-    except (ConfigError, KeyError, ValueError):
+    except ConfigError:  # get_benchmark's refusal of a name it does not know
         return 0
 
 

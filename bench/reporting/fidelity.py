@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from mergecl.bench.orchestration.provenance import REPOSITORY
 from mergecl.bench.orchestration.records import RunRecord
 from mergecl.bench.orchestration.store import ResultStore, atomic_write_text
 from mergecl.bench.reporting.paper import ordering_report
 from mergecl.bench.reporting.stats import INTERVAL_METHOD, paired_difference
-
-REPOSITORY = Path(__file__).resolve().parents[2]
 
 FIXES = {
     "pnm": "P&M: the perturbation's chain-rule gradient (1 + s)·∇L(θ + sΔ); new head rows unperturbed",

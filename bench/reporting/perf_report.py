@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mergecl.bench.orchestration.provenance import REPOSITORY, repository_link
 from mergecl.bench.orchestration.records import RunRecord
 from pydantic import ValidationError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPOSITORY  # the repository root, as this module and its tests name it
 
 SUITE_COMMAND = ".venv/bin/python -m pytest tests/benchmarks --benchmark-enable -q"
 REPORT_COMMAND = ".venv/bin/python -m mergecl.bench.reporting.perf_report"
@@ -745,8 +746,6 @@ def tuning_records(directory: Path) -> tuple[list[Any], int]:
 def tuning_section(directory: Path, summary: Path, out: Path) -> list[str]:
     lines = ["## Tuning cost (`make tune`, i.e. `mergecl tune --all`)", ""]
     if summary.is_file():
-        from mergecl.bench.orchestration.provenance import repository_link
-
         link = repository_link(summary, out.resolve().parent)
         reference = f"[{_shown(summary)}]({link})" if link else f"`{_shown(summary)}`"
         lines.append(f"Every configuration tuned and its validation score: {reference}.")
