@@ -31,16 +31,16 @@ the same model.
 
 from __future__ import annotations
 
-import math
-
 import torch.nn.functional as F
 from timm.layers import Conv2dSame
+from timm.layers.padding import get_same_padding
 from torch import Tensor, nn
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) zero padding of TensorFlow's "same" convolution (timm's ``pad_same``)."""
-    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    """(before, after) zero padding of TensorFlow's "same" convolution: timm's total, split
+    as timm's ``pad_same`` splits it (the smaller half before)."""
+    total = get_same_padding(size, kernel, stride, dilation)
     return total // 2, total - total // 2
 
 
