@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from mergecl.bench.caches import atomic_torch_save, cache_dir, directory_size
 from mergecl.bench.config.run_config import RunConfig, config_hash
+from mergecl.bench.orchestration.provenance import REPOSITORY
 from torch import Tensor
 
 Regime = Literal["sequential", "independent"]
@@ -72,15 +73,13 @@ NOT_TRAINING_FIELDS: tuple[str, ...] = (
     "method", "params", "head_rule", "eval_batch_size", "test_per_class", "trajectories")
 """Config fields that act after training (merges, evaluation) or say where to store things."""
 
-_REPOSITORY = Path(__file__).resolve().parents[2]
-
 
 @lru_cache(maxsize=1)
 def training_code_digest() -> str:
     digest = hashlib.sha256()
     for relative in TRAINING_CODE:
         digest.update(relative.encode())
-        digest.update((_REPOSITORY / relative).read_bytes())
+        digest.update((REPOSITORY / relative).read_bytes())
     for library in ("torch", "timm", "peft", "avalanche-lib"):
         from importlib.metadata import PackageNotFoundError, version
 
