@@ -43,7 +43,7 @@ Memory: W_pre (θ₀), the previous merged model and the new one; the SVD factor
 a time. Cost: ``num_steps`` Adam steps per weight matrix and task, each with the two losses'
 gradients in closed form (the reference takes three autograd backward passes a step), each side
 by the cheaper of its factor and its projector (:func:`cheaper_projectors`; equal up to
-rounding).
+rounding), the products by oneDNN (:mod:`mergecl.methods.matmul`; equal up to rounding).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from typing import Any, Literal
 import torch
 from mergecl.methods import merging
 from mergecl.methods.base import MERGE_COEFFICIENT, tunable
+from mergecl.methods.matmul import matmul
 from mergecl.methods.merging import StateDict
 from mergecl.methods.posthoc import AnchoredMerge, AnchoredMergeParams
 from pydantic import Field
@@ -110,8 +111,8 @@ def cheaper_projectors(factors: tuple[Tensor, Tensor],
     a, b = factors
     rows, columns = shape
     rank = a.shape[1]
-    left = a @ a.T if 0 < rank and rows < 2 * rank else None
-    right = b @ b.T if 0 < rank and columns < 2 * rank else None
+    left = matmul(a, a.T) if 0 < rank and rows < 2 * rank else None
+    right = matmul(b, b.T) if 0 < rank and columns < 2 * rank else None
     return left, right
 
 
@@ -133,22 +134,22 @@ def projection_loss_and_gradient(delta: Tensor, factors: tuple[Tensor, Tensor],
     gradient = torch.zeros_like(delta)
     if space in ("uv", "u"):
         if left_projector is not None:
-            projected = left_projector @ delta
+            projected = matmul(left_projector, delta)
             loss = loss + (delta * projected).sum()
             gradient += 2 * projected
         else:
-            left = a.T @ delta
+            left = matmul(a.T, delta)
             loss = loss + (left * left).sum()
-            gradient += 2 * (a @ left)
+            gradient += 2 * matmul(a, left)
     if space in ("uv", "v"):
         if right_projector is not None:
-            projected = delta @ right_projector
+            projected = matmul(delta, right_projector)
             loss = loss + (delta * projected).sum()
             gradient += 2 * projected
         else:
-            right = delta @ b
+            right = matmul(delta, b)
             loss = loss + (right * right).sum()
-            gradient += 2 * (right @ b.T)
+            gradient += 2 * matmul(right, b.T)
     return loss, gradient
 
 

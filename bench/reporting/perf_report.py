@@ -68,6 +68,7 @@ STEP_COST_KEYS: dict[tuple[str, int | None], str] = {
 ("full", None) -- the full network -- is 1 by definition."""
 ADAMW_PREFIX = "7.adamw."
 FAST_CONVS_KEY = "6.step_cost.fast_convs"
+ONEDNN_KEY = "6.step_cost.onednn"
 ADOPTED_ADAMW = "fused"
 """The AdamW form the training strategy uses (``MergeCLStrategy.make_optimizer``)."""
 
@@ -673,11 +674,14 @@ def step_cost_section(extra: dict | None) -> list[str]:
                          f"form) on this machine: {q25['full'] * 1e3:.0f} ms "
                          "(context only; the ratios below are what carries to another machine)")
         shortcuts = records.get(FAST_CONVS_KEY)
+        onednn = records.get(ONEDNN_KEY)
         for entry, name, unit in (
                 (k5, "frozen_blocks=5 step on cached features (full parameterisation)", "a full-network step"),
                 (lora, "LoRA frozen_blocks=5 step on cached features", "a full-network step"),
                 (shortcuts, "the convolution shortcuts (bench/training/fast_convs.py) in that step",
-                 "the same step with torch's convolutions")):
+                 "the same step with torch's convolutions"),
+                (onednn, "the shortcuts' matrix products by oneDNN (methods/matmul.py) in that step",
+                 "the same step with torch's F.linear (MKL)")):
             if entry:
                 target = (f"; target {_fmt_target(entry)}: {STATUS_MARK.get(entry.get('status'), entry.get('status'))}"
                           if entry.get("target") is not None else "")

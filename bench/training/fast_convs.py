@@ -31,7 +31,7 @@ the same model.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from mergecl.methods.matmul import linear
 from timm.layers import Conv2dSame
 from timm.layers.padding import get_same_padding
 from torch import Tensor, nn
@@ -54,12 +54,13 @@ def single_window_depthwise(x: Tensor, weight: Tensor, bias: Tensor | None,
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """A 1×1 convolution; on a 1×1 feature map it runs as ``F.linear``."""
+    """A 1×1 convolution; on a 1×1 feature map it runs as a linear map
+    (:func:`mergecl.methods.matmul.linear`: oneDNN's matrix product, or ``F.linear``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != (1, 1):
             return super().forward(x)
-        return F.linear(x.flatten(-3), self.weight.flatten(1), self.bias)[..., None, None]
+        return linear(x.flatten(-3), self.weight.flatten(1), self.bias)[..., None, None]
 
 
 class _SingleWindowDepthwise:

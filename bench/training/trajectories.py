@@ -65,7 +65,7 @@ TRAINING_CODE: tuple[str, ...] = (
     "bench/training/strategy.py", "bench/training/models.py", "bench/training/features.py",
     "bench/training/run.py", "bench/training/trajectories.py", "bench/training/fast_convs.py",
     "bench/streams/benchmarks.py", "bench/streams/datasets.py", "methods/parameterisation.py",
-    "methods/base.py",
+    "methods/base.py", "methods/matmul.py",
 )
 """Source files whose text is part of every trajectory address (a change retrains)."""
 

@@ -22,7 +22,8 @@
 3. DOP: one layer's merge (:func:`~mergecl.methods.dop.dop_merge_matrix`, closed-form
    gradients) vs the reference's autograd loop (tests/helpers/dop_reference.py) on two of
    EfficientNet-Lite0's trainable matrices at ``frozen_blocks: 5`` (the 1×1 convolutions
-   320 × 1152 of block 6 and 1280 × 320 of the head), 20 Adam steps each.
+   320 × 1152 of block 6 and 1280 × 320 of the head), 20 Adam steps each; and the same merge
+   with its matrix products by torch's ``@`` (MKL) instead of oneDNN (methods/matmul.py).
 
 Run as a script (``python tests/benchmarks/test_perf_merging.py --probe fold 10``) it is the
 memory probe the test starts in a subprocess.
@@ -42,6 +43,7 @@ import pytest
 import torch
 from mergecl.bench.orchestration.provenance import peak_rss_mb
 from mergecl.methods import magmax, merging, pnm
+from mergecl.methods.matmul import torch_matmul, uses_onednn
 from mergecl.methods.merging import StateDict
 
 VIT = "vit_base_patch16_224"
@@ -57,6 +59,7 @@ FOLD_VS_FLOOR_TARGET = 1.6
 FOLD_EXTRA_MEMORY_TARGET = 2.0  # model copies, whatever T
 PNM_ALPHA_FLAT_TARGET = 1.5     # alpha time at T=20 over T=2 (constant form)
 DOP_CLOSED_FORM_TARGET = 0.5    # closed-form gradients / autograd loop, per layer merge
+DOP_ONEDNN_TARGET = 1.0         # oneDNN's products adopted only if they make the merge faster
 DOP_SHAPES = ((320, 1152), (1280, 320))
 DOP_STEPS = 20
 DOP_ROUNDS = 5
@@ -439,16 +442,30 @@ def test_dop_closed_form_vs_autograd_loop(benchmark, perf):
                                    for _ in range(2))))
     options = dict(lr=1e-4, num_steps=DOP_STEPS, mgda=True, ema=True, ema_beta=0.999, alpha=0.8,
                    epsilon=0.99999, space="uv")
+    def closed_torch_matmul() -> list[torch.Tensor]:
+        with torch_matmul():
+            return [dop_merge_matrix(b, x, **options)[0] for b, x in layers]
+
     variants = {
         "closed": lambda: [dop_merge_matrix(b, x, **options)[0] for b, x in layers],
         "autograd": lambda: [autograd_dop_merge_matrix(b, x, **options)[0] for b, x in layers],
+        "closed_torch_matmul": closed_torch_matmul,
     }
     results: dict[str, list[torch.Tensor]] = {}
     times = perf.interleaved_rounds(benchmark, variants, perf.rounds(DOP_ROUNDS),
                                     on_result=lambda name, r, value: results.__setitem__(name, value))
-    for fast, slow in zip(results["closed"], results["autograd"]):  # the same update
+    for fast, slow, torch_products in zip(results["closed"], results["autograd"],
+                                          results["closed_torch_matmul"]):  # the same update
         torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast, torch_products, rtol=1e-4, atol=1e-5)
     summary = perf.ratio_summary(times["closed"], times["autograd"])
+    onednn = perf.ratio_summary(times["closed"], times["closed_torch_matmul"])
+    perf.record("2.dop.onednn", "DOP layer merge: matrix products by oneDNN / by torch (MKL)",
+                onednn["ratio"], target=DOP_ONEDNN_TARGET, summary=onednn,
+                baseline="the same closed-form merge with torch's @, in turns",
+                note=(f"methods/matmul.py; {DOP_STEPS} Adam steps on "
+                      f"{' and '.join(f'{m}x{n}' for m, n in DOP_SHAPES)}, SVDs included; adopted on this ratio"
+                      + ("" if uses_onednn() else "; oneDNN not available here: both sides ran @")))
     perf.record("2.dop.closed_form", "DOP layer merge: closed-form gradients / autograd loop",
                 summary["ratio"], target=DOP_CLOSED_FORM_TARGET, summary=summary,
                 baseline="the reference's loop (three backward passes a step)",

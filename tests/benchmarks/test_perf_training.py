@@ -57,6 +57,7 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from mergecl.bench.config.run_config import RunConfig, resolve_run
+from mergecl.methods.matmul import torch_matmul, uses_onednn
 from torch import nn
 
 KINDS = ("full", "lora")
@@ -74,6 +75,8 @@ HARNESS_TARGET = 1.10
 # docs/protocol.md §1: "k = 5 halves the step" (prototype: 0.047 s vs 0.10 s on one core)
 K5_STEP_TARGET = 0.6
 FAST_CONVS_TARGET = 1.0  # adopted only if the shortcuts make the step faster
+ONEDNN_TARGET = 1.0      # adopted only if oneDNN's products make the step faster
+ONEDNN_STEP_KEY = "6.step_cost.onednn"
 
 CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
@@ -440,12 +443,13 @@ def optimisation_step(model, optimizer, batches, offsets, criterion):
     return step
 
 
-STEP_SETTINGS: dict[str, tuple[str, int | None, bool, bool]] = {
-    # name: (parameterisation, frozen_blocks, convolution shortcuts, fused AdamW)
-    "full": ("full", None, False, False),   # protocol v1's step: the unit of "full-network steps"
-    "k5": ("full", FROZEN_K, True, True),    # the default protocol's step, as the leaderboard trains
-    "lora_k5": ("lora", FROZEN_K, True, True),
-    "k5_torch_convs": ("full", FROZEN_K, False, True),  # the same without the shortcuts
+STEP_SETTINGS: dict[str, tuple[str, int | None, bool, bool, bool]] = {
+    # name: (parameterisation, frozen_blocks, convolution shortcuts, fused AdamW, oneDNN products)
+    "full": ("full", None, False, False, False),  # protocol v1's step: the unit of "full-network steps"
+    "k5": ("full", FROZEN_K, True, True, True),    # the default protocol's step, as the leaderboard trains
+    "lora_k5": ("lora", FROZEN_K, True, True, True),
+    "k5_torch_convs": ("full", FROZEN_K, False, True, True),  # the same without the shortcuts
+    "k5_torch_matmul": ("full", FROZEN_K, True, True, False),  # the shortcuts' products by torch (MKL)
 }
 
 
@@ -462,7 +466,7 @@ def test_step_cost_full_network_vs_frozen_prefix(benchmark, perf):
     offsets = loss_offsets(CLASSES[0])
     criterion = nn.CrossEntropyLoss()
     steps, facts = {}, {}
-    for name, (kind, frozen, shortcuts, fused) in STEP_SETTINGS.items():
+    for name, (kind, frozen, shortcuts, fused, onednn) in STEP_SETTINGS.items():
         torch.manual_seed(0)
         cfg = run_config("seqft", kind, frozen_blocks=frozen, threads=1)
         model, space, prefix = build_model_space_prefix(cfg)
@@ -472,9 +476,11 @@ def test_step_cost_full_network_vs_frozen_prefix(benchmark, perf):
         model.train()
         optimizer = torch.optim.AdamW(space.parameter_groups(cfg.lr, cfg.head_lr),
                                       weight_decay=cfg.weight_decay, fused=fused)
-        steps[name] = optimisation_step(model, optimizer, batches, offsets, criterion)
+        step = optimisation_step(model, optimizer, batches, offsets, criterion)
+        steps[name] = step if onednn else _with_torch_matmul(step)
         facts[name] = {"parameterisation": kind, "frozen_blocks": frozen, "shortcuts": shortcuts,
-                       "fused_adamw": fused, "input": list(batches[0][0].shape),
+                       "fused_adamw": fused, "onednn_matmul": onednn and uses_onednn(),
+                       "input": list(batches[0][0].shape),
                        "trainable_floats": sum(p.numel() for p in space.trainable_parameters().values())}
     for _ in range(WARMUP_STEPS):
         for run in steps.values():
@@ -484,6 +490,7 @@ def test_step_cost_full_network_vs_frozen_prefix(benchmark, perf):
     q25 = {name: perf.quantile(series, 0.25) for name, series in times.items()}
     summaries = {name: perf.ratio_summary(times[name], times["full"]) for name in ("k5", "lora_k5")}
     summaries["shortcuts"] = perf.ratio_summary(times["k5"], times["k5_torch_convs"])
+    summaries["onednn"] = perf.ratio_summary(times["k5"], times["k5_torch_matmul"])
     details = {"rounds": rounds, "threads": torch.get_num_threads(), "batch": BATCH, "image_size": 32,
                "settings": facts, "q25_step_s": {k: round(v, 5) for k, v in q25.items()},
                "step_s": {k: [round(x, 5) for x in v] for k, v in times.items()},
@@ -515,8 +522,26 @@ def test_step_cost_full_network_vs_frozen_prefix(benchmark, perf):
                 baseline=(f"the same step, model and batches with torch's (oneDNN) convolutions, in "
                           f"turns; {q25['k5_torch_convs'] * 1e3:.0f} ms (lower quartile), 1 thread"),
                 details={"q25_step_s": details["q25_step_s"]},
-                note=("bench/training/fast_convs.py: 1x1 convolutions on 1x1 maps as F.linear, "
+                note=("bench/training/fast_convs.py: 1x1 convolutions on 1x1 maps as a linear map, "
                       "single-window depthwise convolutions as a weighted sum; adopted on this ratio"))
+    perf.record(ONEDNN_STEP_KEY,
+                f"frozen_blocks={FROZEN_K} step with the shortcuts' matrix products by oneDNN / the same "
+                "step with torch's (MKL, F.linear) (1 thread)", summaries["onednn"]["ratio"],
+                target=ONEDNN_TARGET, summary=summaries["onednn"],
+                baseline=(f"the same step, model and batches with F.linear, in turns; "
+                          f"{q25['k5_torch_matmul'] * 1e3:.0f} ms (lower quartile), 1 thread"),
+                details={"q25_step_s": details["q25_step_s"], "onednn_available": uses_onednn()},
+                note=("methods/matmul.py: the products of the 1x1 convolutions by "
+                      "torch.ops.mkldnn._linear_pointwise; adopted on this ratio"
+                      + ("" if uses_onednn() else "; oneDNN not available here: both sides ran F.linear")))
+
+
+def _with_torch_matmul(step):
+    """``step`` run with methods/matmul.py switched to torch's own products."""
+    def run() -> None:
+        with torch_matmul():
+            step()
+    return run
 
 
 # ----------------------------------------------------------------------------- 7. AdamW variants

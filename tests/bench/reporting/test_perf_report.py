@@ -271,8 +271,13 @@ def test_step_costs_and_the_adamw_winner() -> None:
                          "7.adamw.fused_over_default": adamw_entry(0.5, [0.45, 0.55], per_step),
                          "6.step_cost.fast_convs": {"title": "shortcuts", "value": 0.45, "unit": "x",
                                                     "target": 1.0, "op": "<=", "status": "pass",
-                                                    "summary": {"ci95": [0.44, 0.46]}}}}
+                                                    "summary": {"ci95": [0.44, 0.46]}},
+                         "6.step_cost.onednn": {"title": "onednn", "value": 0.83, "unit": "x",
+                                                "target": 1.0, "op": "<=", "status": "pass",
+                                                "summary": {"ci95": [0.8, 0.86]}}}}
     text = "\n".join(step_cost_section(extra))
+    assert ("- the shortcuts' matrix products by oneDNN (methods/matmul.py) in that step: 0.830x the "
+            "same step with torch's F.linear (MKL) [95% CI 0.800-0.860]; target ≤ 1x: pass") in text
     assert ("- the convolution shortcuts (bench/training/fast_convs.py) in that step: 0.450x the same "
             "step with torch's convolutions [95% CI 0.440-0.460]; target ≤ 1x: pass") in text
     assert "- full-network step (protocol v1's: torch's convolutions, AdamW's default form) on this machine: 100 ms" in text
