@@ -43,7 +43,9 @@ Memory: W_pre (θ₀), the previous merged model and the new one; the SVD factor
 a time. Cost: ``num_steps`` Adam steps per weight matrix and task, each with the two losses'
 gradients in closed form (the reference takes three autograd backward passes a step), each side
 by the cheaper of its factor and its projector (:func:`cheaper_projectors`; equal up to
-rounding), the products by oneDNN (:mod:`mergecl.methods.matmul`; equal up to rounding).
+rounding), the products by oneDNN (:mod:`mergecl.methods.matmul`; equal up to rounding), MGDA's
+inner products divided by the losses instead of the gradients (the same quantities), and torch's
+fused Adam kernel (the default form's update, equal up to rounding).
 """
 
 from __future__ import annotations
@@ -84,13 +86,21 @@ def projection_loss(delta: Tensor, u: Tensor, s: Tensor, v: Tensor, space: Proje
     return left if space == "u" else right
 
 
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a∘b in one pass (a BLAS dot of the flattened tensors)."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
 def min_norm_weights(g0: Tensor, g1: Tensor) -> tuple[float, float]:
     """The weights (c, 1 − c) of the min-norm point c·g0 + (1 − c)·g1 of the segment [g0, g1]
     (MGDA's two-objective closed form, with the reference's 0.999 / 0.001 clamps; the
     arithmetic in the gradients' precision, as the reference does it)."""
-    v11 = (g0 * g0).sum()
-    v12 = (g0 * g1).sum()
-    v22 = (g1 * g1).sum()
+    return min_norm_weights_of_products(_dot(g0, g0), _dot(g0, g1), _dot(g1, g1))
+
+
+def min_norm_weights_of_products(v11: Tensor, v12: Tensor, v22: Tensor) -> tuple[float, float]:
+    """:func:`min_norm_weights` from the inner products v11 = ⟨g0, g0⟩, v12 = ⟨g0, g1⟩,
+    v22 = ⟨g1, g1⟩."""
     if v12 >= v11:
         return 0.999, 1 - 0.999
     if v12 >= v22:
@@ -130,27 +140,34 @@ def projection_loss_and_gradient(delta: Tensor, factors: tuple[Tensor, Tensor],
     L = Σ Δ∘(P·Δ), ∇ = 2·P·Δ (and Σ Δ∘(Δ·Q), 2·Δ·Q) instead: the same quantities in one product."""
     a, b = factors
     left_projector, right_projector = projectors
-    loss = delta.new_zeros(())
-    gradient = torch.zeros_like(delta)
+    terms = []  # (L_side, ½·∇_side) per side
     if space in ("uv", "u"):
         if left_projector is not None:
             projected = matmul(left_projector, delta)
-            loss = loss + (delta * projected).sum()
-            gradient += 2 * projected
+            terms.append((_dot(delta, projected), projected))
         else:
             left = matmul(a.T, delta)
-            loss = loss + (left * left).sum()
-            gradient += 2 * matmul(a, left)
+            terms.append((_dot(left, left), matmul(a, left)))
     if space in ("uv", "v"):
         if right_projector is not None:
             projected = matmul(delta, right_projector)
-            loss = loss + (delta * projected).sum()
-            gradient += 2 * projected
+            terms.append((_dot(delta, projected), projected))
         else:
             right = matmul(delta, b)
-            loss = loss + (right * right).sum()
-            gradient += 2 * matmul(right, b.T)
-    return loss, gradient
+            terms.append((_dot(right, right), matmul(right, b.T)))
+    if not terms:
+        return delta.new_zeros(()), torch.zeros_like(delta)
+    if len(terms) == 1:
+        loss, half_gradient = terms[0]
+        return loss, 2 * half_gradient
+    (left_loss, left_half), (right_loss, right_half) = terms
+    return left_loss + right_loss, left_half.add_(right_half).mul_(2)
+
+
+def _fused_adam(parameter: Tensor) -> bool:
+    """Torch's fused Adam kernel (the default form's update, equal up to rounding, in one pass)
+    where torch has it: float32 on the CPU."""
+    return parameter.device.type == "cpu" and parameter.dtype == torch.float32
 
 
 def dop_merge_matrix(pretrained: Tensor, inputs: tuple[Tensor, Tensor], *, lr: float = 1e-4,
@@ -179,21 +196,26 @@ def dop_merge_matrix(pretrained: Tensor, inputs: tuple[Tensor, Tensor], *, lr: f
     factors = [(u * s, v * s) for u, s, v in subspaces]
     projectors = [cheaper_projectors(pair, tuple(pretrained.shape)) for pair in factors]
     merged = torch.nn.Parameter((inputs[0] + inputs[1]) / 2)
-    optimiser = torch.optim.Adam([merged], lr=lr)
+    optimiser = torch.optim.Adam([merged], lr=lr, fused=_fused_adam(merged))
     for _ in range(num_steps):
         losses, grads = zip(*(projection_loss_and_gradient(merged.data - target, pair, space, sides)
                               for target, pair, sides in zip(inputs, factors, projectors)))
         if mgda:
-            # the reference normalises each gradient by its loss; a zero loss (the merge already
-            # inside that task's subspace constraint, or an empty subspace) leaves a zero
-            # gradient instead of 0/0
-            scaled = [g / float(loss) if float(loss) > 0 else g for g, loss in zip(grads, losses)]
-            solution = list(min_norm_weights(scaled[0], scaled[1]))
+            # the reference normalises each gradient by its loss before MGDA; here the inner
+            # products of the unscaled gradients are divided instead (⟨g0/L0, g1/L1⟩ =
+            # ⟨g0, g1⟩/(L0·L1): the same quantities without two scaled copies). A zero loss (the
+            # merge already inside that task's subspace constraint, or an empty subspace)
+            # leaves its gradient undivided instead of 0/0
+            scales = [float(loss) if float(loss) > 0 else 1.0 for loss in losses]
+            solution = list(min_norm_weights_of_products(
+                _dot(grads[0], grads[0]) / (scales[0] * scales[0]),
+                _dot(grads[0], grads[1]) / (scales[0] * scales[1]),
+                _dot(grads[1], grads[1]) / (scales[1] * scales[1])))
             if ema:
                 weights = [ema_beta * w + (1 - ema_beta) * float(x) for w, x in zip(weights, solution)]
             else:
                 weights = solution
-        merged.grad = weights[0] * grads[0] + weights[1] * grads[1]
+        merged.grad = grads[0].mul_(weights[0]).add_(grads[1], alpha=weights[1])
         optimiser.step()
     return merged.detach(), weights
 

@@ -16,6 +16,7 @@ from mergecl.methods.dop import (
     dop_merge_matrix,
     leading_subspace,
     min_norm_weights,
+    min_norm_weights_of_products,
     projection_loss,
     projection_loss_and_gradient,
 )
@@ -193,6 +194,21 @@ def test_min_norm_weights_by_hand():
     assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0
     assert min_norm_weights(g0, 3 * g0) == (0.999, pytest.approx(0.001))  # g1 dominates g0
     assert min_norm_weights(3 * g0, g0) == (0.001, pytest.approx(0.999))
+
+
+def test_min_norm_weights_of_products_by_hand():
+    """g0 = (3, 0), g1 = (1, 2): v11 = 9, v12 = 3, v22 = 5; c = (v22 − v12)/(v11 + v22 − 2·v12)
+    = 2/8, and the merge divides the products by the losses instead of the gradients."""
+    g0, g1 = torch.tensor([3.0, 0.0]), torch.tensor([1.0, 2.0])
+    assert min_norm_weights(g0, g1) == pytest.approx((0.25, 0.75))
+    products = (torch.tensor(9.0), torch.tensor(3.0), torch.tensor(5.0))
+    assert min_norm_weights_of_products(*products) == pytest.approx((0.25, 0.75))
+    losses = (2.0, 0.5)
+    scaled = min_norm_weights(g0 / losses[0], g1 / losses[1])
+    by_products = min_norm_weights_of_products(products[0] / losses[0] ** 2,
+                                               products[1] / (losses[0] * losses[1]),
+                                               products[2] / losses[1] ** 2)
+    assert by_products == pytest.approx(scaled)
 
 
 def test_min_norm_weights_clamp_at_the_ties():
