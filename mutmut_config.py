@@ -89,13 +89,19 @@ SCOPE: dict[str, tuple[list[str] | None, list[str]]] = {
          "OPCM.merge_diagnostics"],
         ["tests/methods/test_opcm.py"]),
     "methods/dop.py": (
-        ["leading_subspace", "projection_loss", "cheaper_projectors", "projection_loss_and_gradient",
-         "min_norm_weights", "dop_merge_matrix", "DOP.combine", "DOP.merge_diagnostics"],
+        ["leading_subspace", "projection_loss", "_dot", "min_norm_weights",
+         "min_norm_weights_of_products", "cheaper_projectors", "projection_loss_and_gradient",
+         "_fused_adam", "dop_merge_matrix", "DOP.combine", "DOP.merge_diagnostics"],
         ["tests/methods/test_dop.py"]),
     "methods/became.py": (
         ["became_lambda", "stable_steps", "energy_threshold", "accumulate_fisher",
          "projectable_layers", "project_step_"],
         ["tests/methods/test_became.py"]),
+    # oneDNN's products: torch's, by another kernel library
+    "methods/matmul.py": (
+        ["onednn_available", "uses_onednn", "torch_matmul", "_Linear.setup_context",
+         "_Linear.backward", "_runs_onednn", "linear", "matmul"],
+        ["tests/methods/test_matmul.py"]),
     # the convolution shortcuts: the same function as torch's convolution, by other kernels
     "bench/training/fast_convs.py": (
         ["_same_padding", "single_window_depthwise", "PointwiseConv2d.forward",

@@ -36,8 +36,10 @@ _enabled = True
 
 
 def onednn_available() -> bool:
-    """Whether this torch build has oneDNN and its linear operator."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this torch build has oneDNN and its linear operator, and tells when ``torch.func``
+    transforms are active (where the operator has no rule, so torch's own operation runs)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch._C, "_are_functorch_transforms_active"))
 
 
 _AVAILABLE = onednn_available()
