@@ -108,5 +108,5 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for 2-D ``a`` (m×k) and ``b`` (k×n), by oneDNN where it applies."""
     if a.dim() != 2 or b.dim() != 2:
-        return a @ b
+        return torch.matmul(a, b)
     return linear(a, b.T)

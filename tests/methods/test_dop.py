@@ -12,6 +12,7 @@ from mergecl.methods import merging
 from mergecl.methods.dop import (
     DOP,
     DOPParams,
+    _fused_adam,
     cheaper_projectors,
     dop_merge_matrix,
     leading_subspace,
@@ -194,6 +195,12 @@ def test_min_norm_weights_by_hand():
     assert min_norm_weights(g0, g1) == pytest.approx((0.5, 0.5))  # the midpoint is closest to 0
     assert min_norm_weights(g0, 3 * g0) == (0.999, pytest.approx(0.001))  # g1 dominates g0
     assert min_norm_weights(3 * g0, g0) == (0.001, pytest.approx(0.999))
+
+
+def test_fused_adam_where_torch_has_it():
+    assert _fused_adam(torch.zeros(2, dtype=torch.float32))
+    assert not _fused_adam(torch.zeros(2, dtype=torch.float64))
+    assert not _fused_adam(torch.zeros(2, dtype=torch.float32, device="meta"))
 
 
 def test_min_norm_weights_of_products_by_hand():

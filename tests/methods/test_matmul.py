@@ -11,7 +11,8 @@ from mergecl.methods import matmul as mm
 from mergecl.methods.matmul import linear, matmul, torch_matmul, uses_onednn
 from torch.func import grad, vmap
 
-needs_onednn = pytest.mark.skipif(not mm.onednn_available(), reason="torch built without oneDNN")
+# every x86 torch wheel has oneDNN (mkldnn); the tests then require methods/matmul.py to use it
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
 
 def _inputs(n: int = 7, k: int = 13, out: int = 5, seed: int = 0):
@@ -36,7 +37,24 @@ def _forbid_onednn(monkeypatch) -> None:
 
 @needs_onednn
 def test_runs_onednn_here():
-    assert uses_onednn()
+    assert mm.onednn_available() and uses_onednn()
+
+
+@pytest.mark.parametrize("missing", ["mkldnn", "operator", "transform check"])
+def test_not_available_without_each_requirement(monkeypatch, missing):
+    if missing == "mkldnn":
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    elif missing == "operator":
+        monkeypatch.setattr(torch.ops, "mkldnn", type("NoOps", (), {})())
+    else:
+        monkeypatch.delattr(torch._C, "_are_functorch_transforms_active")
+    assert not mm.onednn_available()
+
+
+def _forbid_torch_matmul(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.matmul was called where oneDNN applies")
+    monkeypatch.setattr(torch, "matmul", refuse)
 
 
 @needs_onednn
@@ -67,7 +85,16 @@ def test_matmul_equals_at_on_strided_views(monkeypatch):
     b = torch.randn(23, 19, generator=generator)  # b.T is a transposed view: 19 × 23
     expected = a.T @ b.T
     _forbid_torch_linear(monkeypatch)
+    _forbid_torch_matmul(monkeypatch)
     torch.testing.assert_close(matmul(a.T, b.T), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_a_single_row_runs_onednn(monkeypatch):
+    x, weight, bias = _inputs(n=1)
+    expected = F.linear(x, weight, bias)
+    _forbid_torch_linear(monkeypatch)
+    torch.testing.assert_close(linear(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_onednn
@@ -140,7 +167,10 @@ def test_fallbacks_run_torch_bit_for_bit(monkeypatch, case):
     elif case == "empty":
         weight, bias = weight[:0], bias[:0]
     if case == "1-D matmul":
-        assert torch.equal(matmul(x, weight[0]), x @ weight[0])
+        expected = x @ weight[0]
+        _forbid_torch_linear(monkeypatch)
+        assert torch.equal(matmul(x, weight[0]), expected)
+        assert torch.equal(matmul(weight[0], x.T), weight[0] @ x.T)
         return
     assert torch.equal(linear(x, weight, bias), F.linear(x, weight, bias))
 
