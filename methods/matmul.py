@@ -5,8 +5,9 @@ torch computes a float32 ``a @ b`` (and ``F.linear``) on the CPU with MKL's sgem
 which torch already uses for convolutions, has its own matrix-product kernels, reached through
 ``torch.ops.mkldnn._linear_pointwise`` (the operator torch's compiler emits for frozen linear
 layers). On this project's 2-core AMD EPYC (AVX-512) they run the shapes this project multiplies
-about twice as fast as MKL's (about 250 against 112 GFLOP/s on one thread; results/perf.md,
-``8.gemm``). Setting ``MKL_ENABLE_INSTRUCTIONS=AVX512`` did not change MKL's figure there. The
+about twice as fast as MKL's (about 250 against 112 GFLOP/s on one thread; in results/perf.md a
+training step takes about 0.8x and a DOP layer merge about 0.6x their time with MKL,
+``6.step_cost.onednn`` and ``2.dop.onednn``). Setting ``MKL_ENABLE_INSTRUCTIONS=AVX512`` did not change MKL's figure there. The
 choice is fixed, not measured per machine, so that a machine always computes the same numbers;
 on a CPU where MKL is the faster library, :func:`torch_matmul` switches back, and results/perf.md
 shows the ratio a ``make bench`` measures on that machine.
@@ -16,9 +17,9 @@ float rounding (tests/methods/test_matmul.py compares against ``@`` and against 
 Deterministic: the same inputs give the same bits on the same machine.
 
 Where oneDNN does not apply, torch's own operation runs: another dtype or device, tensors that
-are not 2-D, an empty product (a zero dimension), oneDNN missing from the torch build, and under ``torch.func`` transforms
-(``vmap(grad(...))`` in :mod:`mergecl.methods.fisher`), which have no rule for the oneDNN
-operator. Differentiable to any order: the backward pass is made of the same products
+are not 2-D, an empty product (a zero dimension), oneDNN missing from the torch build, and under
+``torch.func`` transforms (``vmap(grad(...))`` in :mod:`mergecl.methods.fisher`), which have no
+rule for the oneDNN operator. Differentiable to any order: the backward pass is made of the same products
 (TRM differentiates through a gradient norm).
 """
 
@@ -90,7 +91,7 @@ class _Linear(torch.autograd.Function):
 
 
 def _runs_onednn(*tensors: Tensor | None) -> bool:
-    if not (_enabled and _AVAILABLE) or torch._C._are_functorch_transforms_active():
+    if not uses_onednn() or torch._C._are_functorch_transforms_active():
         return False
     return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu"
                              and t.layout == torch.strided) for t in tensors)

@@ -19,8 +19,9 @@ adopted on a same-run ratio: a ``frozen_blocks: 5`` training step with them / th
 torch's convolutions, one thread (results/perf.md, ``6.step_cost.fast_convs``; about half).
 
 Not bit-identical. The function is the same, but the summation order of the dot products is
-the BLAS kernel's, not oneDNN's, so results differ at float rounding (tests/test_fast_convs.py:
-outputs and gradients within 1e-5 of the convolution's, relative). Any other input shape, and
+the matrix product's (:mod:`mergecl.methods.matmul`), not the convolution kernel's, so results
+differ at float rounding (tests/bench/training/test_fast_convs.py: outputs and gradients within
+1e-5 of the convolution's, relative). Any other input shape, and
 any convolution outside these two kinds, runs torch's convolution unchanged.
 
 :func:`use_fast_convolutions` switches a model's eligible ``nn.Conv2d`` modules to the
